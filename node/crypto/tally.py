@@ -1,0 +1,96 @@
+"""The encrypted tally (spec 3.5) and its verifiable decryption (spec 3.6, Verifications 9-11)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Mapping, Sequence
+
+from .ballot import EncryptedBallot
+from .decryption import (
+    DecryptionSession, PartShare, PublicShares, TallyStatement, ThresholdKey, plan_parts,
+    t_power_from_m, tally_from_power, verify_tally_decryption,
+)
+from .election import ElectionContext
+from .elgamal import Ciphertext, aggregate
+from .errors import DecryptionError, ProofError
+
+OptionKey = tuple[int, int]   # (contest index, option index)
+
+
+@dataclass(frozen=True)
+class EncryptedTally:
+    """(A, B) for every option of every contest of the manifest (eq 79)."""
+
+    totals: Mapping[OptionKey, Ciphertext]
+    ballot_count: int
+
+
+def tally_ballots(ctx: ElectionContext, cast: Iterable[EncryptedBallot]) -> EncryptedTally:
+    """Aggregate the cast ballots option by option (eq 79). Contests not on a ballot contribute nothing."""
+    columns: dict[OptionKey, list[Ciphertext]] = {
+        (c.index, o.index): [] for c in ctx.manifest.contests for o in c.options
+    }
+    count = 0
+    for ballot in cast:
+        count += 1
+        for contest in ballot.contests:
+            for s in contest.selections:
+                columns[(contest.contest_index, s.option_index)].append(s.ciphertext)
+    return EncryptedTally({key: aggregate(ctx.group, cts) for key, cts in columns.items()}, count)
+
+
+@dataclass(frozen=True)
+class DecryptedOption:
+    value: int            # t
+    t_power: object       # T = K^t (eq 82)
+    challenge: object     # c (eq 90)
+    response: object      # v (eq 93)
+    shares: tuple[PartShare, ...]
+
+
+@dataclass(frozen=True)
+class DecryptedTally:
+    options: Mapping[OptionKey, DecryptedOption]
+    present: tuple[int, ...]
+    missing: tuple[int, ...]
+    compensated: bool
+
+
+def decrypt_tally(ctx: ElectionContext, publics: PublicShares, keys: Mapping[int, ThresholdKey],
+                  tally: EncryptedTally, compensated: bool = False, rng=None) -> DecryptedTally:
+    """Decrypt every option total with the guardians in `keys` (at least k of the n)."""
+    n, k = ctx.parameters.n, ctx.parameters.k
+    present = sorted(keys)
+    if len(present) < k:
+        raise DecryptionError(f"only {len(present)} guardians present, {k} needed")
+    parts = plan_parts(ctx.group, n, present, compensated)
+    bound = max(1, tally.ballot_count * max((o.selection_limit for c in ctx.manifest.contests
+                                             for o in c.options), default=1))
+    results = {}
+    for (ci, oi), ct in tally.totals.items():
+        statement = TallyStatement(ctx.h_e, ci, oi, ct.alpha, ct.beta)
+        session = DecryptionSession(ctx.group, ctx.g_table, publics, statement, parts, compensated)
+        joint, shares = session.run(keys, rng)
+        t_power = t_power_from_m(ctx.group, ct.beta, joint.m)
+        value = tally_from_power(ctx.group, ctx.joint_key, t_power, bound)
+        results[(ci, oi)] = DecryptedOption(value, t_power, joint.challenge, joint.response, tuple(shares))
+    missing = tuple(j for j in range(1, n + 1) if j not in present)
+    return DecryptedTally(results, tuple(present), missing, compensated)
+
+
+def verify_tally(ctx: ElectionContext, cast: Sequence[EncryptedBallot], tally: EncryptedTally,
+                 decrypted: DecryptedTally) -> None:
+    """Verifications 9, 10 and 11 against the cast ballots. Raises ProofError naming the option."""
+    recomputed = tally_ballots(ctx, cast)
+    expected_keys = {(c.index, o.index) for c in ctx.manifest.contests for o in c.options}
+    if set(tally.totals) != expected_keys or set(decrypted.options) != expected_keys:   # (11.A-11.C)
+        raise ProofError("the tally's contests and options do not match the manifest (Verification 11)")
+    for key, ct in tally.totals.items():
+        if recomputed.totals[key] != ct:                                                  # (9.A), (9.B)
+            raise ProofError(f"contest {key[0]} option {key[1]}: the encrypted tally is not the "
+                             f"product of the cast ballots (Verification 9)")
+        d = decrypted.options[key]
+        verify_tally_decryption(ctx.group, ctx.g_table, ctx.k_table,
+                                TallyStatement(ctx.h_e, key[0], key[1], ct.alpha, ct.beta),
+                                d.value, d.t_power, d.challenge, d.response,
+                                f"tally contest {key[0]} option {key[1]}")
