@@ -356,3 +356,36 @@ def nonce_for_selection(ctx: ElectionContext, ballot: EncryptedBallot, ballot_no
     """The encryption nonce of one selection, from a decrypted ballot nonce (spec 3.6.7)."""
     return selection_nonce(ctx, identifier_hash(ctx.h_e, ballot.selection_identifier),
                            contest_index, option_index, ballot_nonce)
+
+
+# --- the seed 003 signature of an encrypted ballot -----------------------------------------------
+
+SIGNATURE_CONTENT_VERSION = 1
+
+
+def signature_content(ctx: ElectionContext, ballot: EncryptedBallot, issue_date: str):
+    """The Borsh "core ballot content" that seed 003 signs, for an encrypted ballot.
+
+    contests are the contest hashes chi_l (each binds every ciphertext of its
+    contest), config is the confirmation code (binds the contest hashes and the
+    chaining field), ballot_style_hash is SHA-256 of the style's canonical JSON.
+    The election id is H_E in hex: it binds the parameters, manifest and keys.
+    """
+    import hashlib
+
+    from .ballot_signature import BallotContent
+    from .manifest import canonical_json
+
+    style = ctx.manifest.ballot_style(ballot.style_index)
+    return BallotContent(
+        version=SIGNATURE_CONTENT_VERSION,
+        issue_date=issue_date,
+        contests=tuple(c.contest_hash.hex().upper() for c in ballot.contests),
+        config=ballot.confirmation_code.hex().upper(),
+        ballot_style_hash=hashlib.sha256(canonical_json(style.to_json_dict())).hexdigest().upper(),
+    )
+
+
+def election_id(ctx: ElectionContext) -> str:
+    """The election id of seed 003 payloads: H_E in uppercase hex."""
+    return ctx.h_e.hex().upper()

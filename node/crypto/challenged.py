@@ -61,7 +61,7 @@ def decrypt_challenged_ballot(ctx: ElectionContext, data_publics: PublicShares,
     statement = nonce_statement(ctx, ballot)
     verify_encrypted_nonce(ctx, statement.h_i, ballot.encrypted_nonce, f"ballot {ballot.ballot_id!r} nonce")
     parts = plan_parts(ctx.group, n, sorted(keys), compensated)
-    session = DecryptionSession(ctx.group, ctx.g_table, data_publics, statement, parts, compensated)
+    session = DecryptionSession(ctx.group, ctx.g_table, ctx.k_hat_table, data_publics, statement, parts, compensated)
     joint, shares = session.run(keys, rng)
     ballot_nonce = decrypt_ballot_nonce(ctx, statement.h_i, ballot.encrypted_nonce, joint.m)
     contests = {}

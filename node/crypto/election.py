@@ -7,7 +7,7 @@ thousands of exponentiations of a ballot box reuse them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 
 from gmpy2 import mpz
@@ -18,14 +18,14 @@ from .hashing import election_base_hash, extended_base_hash, parameter_base_hash
 from .manifest import Manifest
 from .params import Group
 
-_G_TABLES: dict[Group, FixedBase] = {}
+_G_TABLES: dict[tuple[Group, int], FixedBase] = {}
 
 
-def generator_table(group: Group) -> FixedBase:
-    """The process-wide fixed-base table for g."""
-    table = _G_TABLES.get(group)
+def generator_table(group: Group, window: int = 8) -> FixedBase:
+    """The process-wide fixed-base table for g, built once per window size."""
+    table = _G_TABLES.get((group, window))
     if table is None:
-        table = _G_TABLES[group] = FixedBase(group, group.g)
+        table = _G_TABLES[(group, window)] = FixedBase(group, group.g, window)
     return table
 
 
@@ -67,6 +67,7 @@ class ElectionContext:
     parameters: ElectionParameters
     joint_key: mpz
     joint_data_key: mpz
+    window: int = field(default=8, compare=False)   # fixed-base window bits; 12 for bulk encryption
 
     @property
     def group(self) -> Group:
@@ -81,13 +82,13 @@ class ElectionContext:
         """H_E = H(H_B; 0x14, K, K-hat) (eq 30)."""
         return extended_base_hash(self.group, self.parameters.h_b, self.joint_key, self.joint_data_key)
 
-    @property
+    @cached_property
     def g_table(self) -> FixedBase:
-        return self.parameters.g_table
+        return generator_table(self.group, self.window)
 
     @cached_property
     def k_table(self) -> FixedBase:
-        return FixedBase(self.group, self.joint_key)
+        return FixedBase(self.group, self.joint_key, self.window)
 
     @cached_property
     def k_hat_table(self) -> FixedBase:
@@ -95,4 +96,4 @@ class ElectionContext:
 
     def __reduce__(self):
         # Tables are rebuilt on the other side of a process pool rather than pickled (they are MBs).
-        return (ElectionContext, (self.parameters, self.joint_key, self.joint_data_key))
+        return (ElectionContext, (self.parameters, self.joint_key, self.joint_data_key, self.window))

@@ -20,19 +20,28 @@ from .params import Group
 
 
 class FixedBase:
-    """base^e mod p for a base used many times. The base must be in the order-q subgroup."""
+    """base^e mod p for a base used many times. The base must be in the order-q subgroup.
 
-    __slots__ = ("group", "base", "_rows")
+    `window` trades memory and build time for speed: with the standard
+    parameters, 8 bits take 4 MB and 0.1 s to build, 12 bits 47 MB and 1 s and
+    make each exponentiation about a third cheaper. Bulk work (encrypting a
+    batch of ballots) uses 12; short-lived contexts use 8.
+    """
 
-    def __init__(self, group: Group, base: int) -> None:
+    __slots__ = ("group", "base", "window", "_rows")
+
+    def __init__(self, group: Group, base: int, window: int = 8) -> None:
+        if not 2 <= window <= 16:
+            raise ValueError("window must be 2..16 bits")
         self.group = group
         self.base = mpz(base)
+        self.window = window
         p = group.p
         rows = []
-        step = self.base  # base^(256^i)
-        for _ in range(group.q_bytes):
+        step = self.base  # base^(2^(window*i))
+        for _ in range((int(group.q).bit_length() + window - 1) // window):
             row = [mpz(1), step]
-            for _d in range(2, 256):
+            for _d in range(2, 1 << window):
                 row.append(row[-1] * step % p)
             rows.append(row)
             step = row[-1] * step % p
@@ -43,7 +52,12 @@ class FixedBase:
         e = int(exponent) % int(self.group.q)
         p = self.group.p
         result = None
-        for row, digit in zip(self._rows, e.to_bytes(self.group.q_bytes, "little")):
+        if self.window == 8:  # one digit per byte: the fastest way to split the exponent
+            digits = e.to_bytes(len(self._rows), "little")
+        else:
+            mask, w = (1 << self.window) - 1, self.window
+            digits = [(e >> (w * i)) & mask for i in range(len(self._rows))]
+        for row, digit in zip(self._rows, digits):
             if digit:
                 result = row[digit] if result is None else result * row[digit] % p
         return mpz(1) if result is None else result

@@ -371,7 +371,9 @@ def _stated_limit(obj: dict, where: str, allowed_string: str) -> int | str | Non
     )
 
 
-def _effective_limits(c_stated: int | str | None, o_stated: list[int | str | None], where: str) -> tuple[int, list[int]]:
+def _effective_limits(
+    c_stated: int | str | None, o_stated: list[int | str | None], where: str
+) -> tuple[int, list[int]]:
     """Effective (contest, option) limits, serialization spec "Selection Limits"."""
     contest = DEFAULT_LIMIT if c_stated is None else c_stated
     opts = [DEFAULT_LIMIT if s is None else s for s in o_stated]
@@ -403,7 +405,9 @@ def _given_label(obj: object) -> str | None:
     return label if isinstance(label, str) else None
 
 
-def _parse_option(obj: object, where: str, j: int, contest_stated: int | str | None) -> tuple[str, int | str | None]:
+def _parse_option(
+    obj: object, where: str, j: int, contest_stated: int | str | None
+) -> tuple[str, int | str | None]:
     here = f"{where}, {_describe('option', j, _given_label(obj))}"
     _check_object(obj, here, _OPTION_KEYS, ("label",))
     label = _check_label(obj["label"], here)

@@ -69,7 +69,7 @@ def decrypt_tally(ctx: ElectionContext, publics: PublicShares, keys: Mapping[int
     results = {}
     for (ci, oi), ct in tally.totals.items():
         statement = TallyStatement(ctx.h_e, ci, oi, ct.alpha, ct.beta)
-        session = DecryptionSession(ctx.group, ctx.g_table, publics, statement, parts, compensated)
+        session = DecryptionSession(ctx.group, ctx.g_table, ctx.k_table, publics, statement, parts, compensated)
         joint, shares = session.run(keys, rng)
         t_power = t_power_from_m(ctx.group, ct.beta, joint.m)
         value = tally_from_power(ctx.group, ctx.joint_key, t_power, bound)

@@ -1,0 +1,129 @@
+"""Benchmarks. `python bench/run.py crypto --json` prints one JSON object on its last line.
+
+Figures are measured here and reported; tests never assert on time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import secrets
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import gmpy2
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from node.crypto.ballot import PlaintextBallot, encrypt_ballot, verify_ballot  # noqa: E402
+from node.crypto.election import ElectionContext, ElectionParameters  # noqa: E402
+from node.crypto.fixed_base import FixedBase  # noqa: E402
+from node.crypto.group import check_element, check_elements  # noqa: E402
+from node.crypto.local_ceremony import run_local_ceremony  # noqa: E402
+from node.crypto.manifest import parse_manifest  # noqa: E402
+from node.crypto.params import STANDARD  # noqa: E402
+from node.crypto.tally import decrypt_tally, tally_ballots  # noqa: E402
+
+SHARED_MANIFEST = ROOT.parent / "shared" / "bench" / "manifest-8x68.json"
+EMBEDDED_MANIFEST = ROOT / "node" / "data" / "demo-manifest.json"
+
+
+def _timed(fn, repeat: int) -> float:
+    """Median seconds of `repeat` calls."""
+    samples = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples)
+
+
+def full_ballot(manifest, rng: random.Random) -> PlaintextBallot:
+    """Every contest of the style voted up to its limit: the most proofs a ballot of this manifest can carry."""
+    style = manifest.ballot_styles[0]
+    choices = {}
+    for index in style.contests:
+        contest = manifest.contest(index)
+        picks = rng.sample(contest.options, min(contest.selection_limit, len(contest.options)))
+        choices[contest.label] = {o.label: 1 for o in picks}
+    return PlaintextBallot("bench-ballot", style.label, choices)
+
+
+def bench_crypto(args) -> dict:
+    group = STANDARD
+    manifest_path = SHARED_MANIFEST if SHARED_MANIFEST.exists() else EMBEDDED_MANIFEST
+    manifest = parse_manifest(manifest_path.read_bytes())
+    exps = [secrets.randbelow(int(group.q)) for _ in range(200)]
+    base = gmpy2.powmod(group.g, secrets.randbelow(int(group.q)), group.p)
+
+    powmod_s = _timed(lambda: [gmpy2.powmod(base, e, group.p) for e in exps], 3) / len(exps)
+    fb8 = FixedBase(group, base, 8)
+    fb12_build = time.perf_counter()
+    fb12 = FixedBase(group, base, 12)
+    fb12_build = time.perf_counter() - fb12_build
+    fixed8_s = _timed(lambda: [fb8.pow(e) for e in exps], 3) / len(exps)
+    fixed12_s = _timed(lambda: [fb12.pow(e) for e in exps], 3) / len(exps)
+    elements = [(fb8.pow(e), f"x{i}") for i, e in enumerate(exps[:136])]   # one ballot's alphas and betas
+    single_s = _timed(lambda: [check_element(group, x, w) for x, w in elements], 1) / len(elements)
+    batch_s = _timed(lambda: check_elements(group, elements), 3) / len(elements)
+
+    params = ElectionParameters(group, 5, 3, manifest)
+    ceremony_s = time.perf_counter()
+    ceremony = run_local_ceremony(params)
+    ceremony_s = time.perf_counter() - ceremony_s
+    ctx = ElectionContext(params, ceremony.context.joint_key, ceremony.context.joint_data_key, window=12)
+    ctx.g_table, ctx.k_table, ctx.k_hat_table   # build the tables outside the timed part
+    rng = random.Random(1)
+    ballots = [full_ballot(manifest, rng) for _ in range(args.ballots)]
+    encrypted = []
+    encrypt_s = _timed(lambda: encrypted.append(encrypt_ballot(ctx, ballots[len(encrypted) % len(ballots)], "bench")),
+                       args.ballots)
+    verify_s = _timed(lambda: verify_ballot(ctx, encrypted[0]), max(2, args.ballots // 2))
+
+    tally = tally_ballots(ctx, encrypted)
+    keys = {i: ceremony.guardian_keys[i].vote for i in (1, 3, 5)}
+    decrypt_s = _timed(lambda: decrypt_tally(ctx, ceremony.vote_publics(), keys, tally), 1)
+    decrypt_comp_s = _timed(lambda: decrypt_tally(ctx, ceremony.vote_publics(), keys, tally, compensated=True), 1)
+
+    return {
+        "benchmark": "crypto",
+        "parameters": "standard 4096-bit",
+        "manifest": manifest_path.name,
+        "options": sum(len(c.options) for c in manifest.contests),
+        "contests": len(manifest.contests),
+        "powmod_us": round(powmod_s * 1e6, 1),
+        "fixed_base_exp_us": round(fixed12_s * 1e6, 1),
+        "fixed_base_exp_w8_us": round(fixed8_s * 1e6, 1),
+        "fixed_base_w12_build_s": round(fb12_build, 2),
+        "membership_check_us": round(single_s * 1e6, 1),
+        "membership_check_batched_us": round(batch_s * 1e6, 1),
+        "ceremony_5_3_s": round(ceremony_s, 2),
+        "encrypt_ms_per_ballot": round(encrypt_s * 1e3, 1),
+        "verify_ms_per_ballot": round(verify_s * 1e3, 1),
+        "tally_decrypt_5_3_two_missing_s": round(decrypt_s, 2),
+        "tally_decrypt_compensated_s": round(decrypt_comp_s, 2),
+        "cores_used": 1,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="guardian-node benchmarks")
+    sub = parser.add_subparsers(dest="suite", required=True)
+    crypto = sub.add_parser("crypto", help="exponentiation, ballot encryption and verification, tally decryption")
+    crypto.add_argument("--ballots", type=int, default=6, help="ballots to encrypt (default 6)")
+    crypto.add_argument("--json", action="store_true", help="only the JSON object")
+    args = parser.parse_args()
+    result = bench_crypto(args)
+    if not args.json:
+        for key, value in result.items():
+            print(f"{key:34} {value}")
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
