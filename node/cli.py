@@ -1,89 +1,55 @@
-"""The `guardian` command. Each subcommand exits 0 on success and non-zero with one readable line on failure."""
+"""The `guardian` command. Each subcommand exits 0 on success and non-zero with one readable line on failure.
+
+Features register their own subcommands: each module in FEATURES has
+`register(subparsers) -> dict[name, handler]`, where a handler takes the parsed
+arguments and returns an exit status. Handlers raise GuardianError for refusals.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
-from pathlib import Path
 
 from .crypto.errors import GuardianError
 
-
-def _guardian_list(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected guardian numbers like 2,5, got {text!r}") from None
+FEATURES = ["node.demo_cli"]
+OPTIONAL_FEATURES = ["node.record.commands", "node.daemon_cli"]
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
-    return value
-
-
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> tuple[argparse.ArgumentParser, dict]:
     parser = argparse.ArgumentParser(
         prog="guardian",
         description="Guardian node for ElectionGuard 2.1 elections: key ceremony, key custody, "
                     "threshold decryption and verification.")
     parser.add_argument("--verbose", action="store_true", help="show tracebacks on failure")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-
-    demo = sub.add_parser(
-        "demo", help="run a whole election locally on the standard parameters",
-        description="Key ceremony (n guardians, quorum k), encrypted and signed ballots, challenged "
-                    "ballots, tally, decryption with guardians missing, and verification of every proof.")
-    demo.add_argument("--guardians", "-n", type=_positive, default=5, help="number of guardians (default 5)")
-    demo.add_argument("--quorum", "-k", type=_positive, default=3, help="guardians needed to decrypt (default 3)")
-    demo.add_argument("--ballots", type=_positive, default=20, help="ballots to encrypt (default 20)")
-    demo.add_argument("--challenged", type=_positive, default=2, help="ballots to challenge (default 2)")
-    demo.add_argument("--missing", type=_guardian_list, default=None,
-                      help="guardians absent at decryption, e.g. 2,5 (default: n-k chosen at random)")
-    demo.add_argument("--compensated", action="store_true",
-                      help="present guardians reconstruct each missing guardian's share (seed 002 form)")
-    demo.add_argument("--seed", type=int, default=None, help="seed for the made-up voters' choices")
-    demo.add_argument("--manifest", type=Path, default=None,
-                      help="an ElectionGuard 2.1 manifest (JSON); default: the embedded 8-contest demo")
-    return parser
-
-
-def _demo(args: argparse.Namespace) -> int:
-    from .crypto.manifest import parse_manifest
-    from .demo import DemoOptions, run_demo
-
-    manifest = None
-    if args.manifest is not None:
+    handlers: dict = {}
+    for name in FEATURES + OPTIONAL_FEATURES:
         try:
-            manifest = parse_manifest(args.manifest.read_bytes())
-        except OSError as e:
-            raise GuardianError(f"cannot read manifest {args.manifest}: {e.strerror}") from None
-    if args.quorum > args.guardians:
-        raise GuardianError(f"quorum {args.quorum} is larger than the number of guardians {args.guardians}")
-    if args.missing is not None:
-        bad = [j for j in args.missing if not 1 <= j <= args.guardians]
-        if bad:
-            raise GuardianError(f"--missing names guardians outside 1..{args.guardians}: {bad}")
-    return run_demo(DemoOptions(n=args.guardians, k=args.quorum, ballots=args.ballots, challenged=args.challenged,
-                                missing=args.missing, compensated=args.compensated, seed=args.seed,
-                                manifest=manifest))
-
-
-COMMANDS = {"demo": _demo}
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if name in OPTIONAL_FEATURES and e.name == name:
+                continue
+            raise
+        handlers.update(module.register(sub))
+    return parser, handlers
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    parser, handlers = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 2
+    handler = handlers[args.command]
+    if isinstance(handler, dict):   # a command with sub-commands: guardian ballots submit ...
+        handler = handler.get(getattr(args, "action", None))
+        if handler is None:
+            parser.parse_args([args.command, "--help"])
+            return 2
     try:
-        return COMMANDS[args.command](args)
+        return handler(args)
     except GuardianError as e:
         if args.verbose:
             raise

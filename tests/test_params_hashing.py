@@ -148,8 +148,6 @@ def test_validate_rejects_corrupted_groups(group):
         "q does not divide p-1": Group("bad", p, _next_prime_not_dividing(q, p), g),
         "q composite": Group("bad", p, q + 2 if not gmpy2.is_prime(q + 2) else q + 4, g),
     }
-    if group is not STANDARD:
-        assert not gmpy2.is_prime(p + 2)
     for label, grp in bad.items():
         with pytest.raises(ParameterError) as exc:
             validate_group(grp)
@@ -404,45 +402,62 @@ def std_table():
     return FixedBase(STANDARD, STANDARD.g)
 
 
-def test_key_proof_challenge_layout(monkeypatch, std_table):
+def _capture_key_proof(monkeypatch, std_table, k, index):
     rec = Recorder(keys_mod.H_q, with_group=True)
     monkeypatch.setattr(keys_mod, "H_q", rec)
     h_p = parameter_base_hash(STANDARD, 5, 3)
-    k, index = 3, 4
     _, pk = generate_guardian_key(STANDARD, std_table, h_p, index, k, rng=random.Random(7))
-    assert len(rec.calls) == 2
-    for (b0, b1), label, commitments, proof in (
-        (rec.calls[0], b"pk vote", pk.commitments, pk.proof),
-        (rec.calls[1], b"pk data", pk.data_commitments, pk.data_proof),
-    ):
+    return h_p, pk, rec.calls
+
+
+def test_key_proof_challenge_layout(monkeypatch, std_table):
+    """Eqs 11 and 13: B0 = H_P, len(B1) = 12 + 2(k+1)*512, i, K_i,j, kappa_i, h_i,j at their offsets."""
+    k, index = 3, 4
+    h_p, pk, calls = _capture_key_proof(monkeypatch, std_table, k, index)
+    assert len(calls) == 2
+    for (b0, b1), commitments, proof in ((calls[0], pk.commitments, pk.proof),
+                                         (calls[1], pk.data_commitments, pk.data_proof)):
         assert b0 == h_p
         assert len(b1) == 12 + 2 * (k + 1) * 512
         assert b1[0] == 0x10
-        assert b1[1:8] == label
-        assert label.hex().upper() == ("706B5F766F7465" if label == b"pk vote" else "706B5F64617461")
         assert b1[8:12] == index.to_bytes(4, "big")
         for j, c in enumerate(commitments):
             assert b1[12 + 512 * j: 12 + 512 * (j + 1)] == int(c).to_bytes(512, "big")
         assert b1[12 + 512 * k: 12 + 512 * (k + 1)] == int(pk.communication_key).to_bytes(512, "big")
-        # the last k+1 blocks are h_0..h_k: check the last one against the proof (eq 10, Verification 2.2)
+        # the last k+1 blocks are h_0..h_k: check h_k against the proof (eq 10, Verification 2.2)
         h_k = int.from_bytes(b1[-512:], "big")
         p = STANDARD.p
         assert h_k == std_table.pow(proof.responses[k]) * gmpy2.powmod(pk.communication_key, proof.challenge, p) % p
         assert proof.challenge == int.from_bytes(hmac.new(b0, b1, hashlib.sha256).digest(), "big") % STANDARD.q
+    # the two proofs differ only in their label (and their random commitments)
+    assert calls[0][1][1:8] != calls[1][1][1:8]
 
 
-def test_share_encryption_hash_layouts(monkeypatch, std_table):
+def test_key_proof_challenge_labels_match_spec_table(monkeypatch, std_table):
+    """Spec 5.5.2 gives the label bytes of eqs 11 and 13 as 706B5F766F7465 and 706B5F64617461,
+    i.e. "pk_vote" and "pk_data" (the PDF draws the underscore as a rule, which text extraction
+    turns into a space)."""
+    _, _, calls = _capture_key_proof(monkeypatch, std_table, 1, 1)
+    assert calls[0][1][1:8] == bytes.fromhex("706B5F766F7465") == b"pk_vote"
+    assert calls[1][1][1:8] == bytes.fromhex("706B5F64617461") == b"pk_data"
+
+
+def _capture_share_encryption(monkeypatch, std_table):
     rec_h = Recorder(keys_mod.H)
     rec_hq = Recorder(keys_mod.H_q, with_group=True)
-    monkeypatch.setattr(keys_mod, "H", rec_h)
-    monkeypatch.setattr(keys_mod, "H_q", rec_hq)
     h_p = parameter_base_hash(STANDARD, 5, 3)
     rng = random.Random(11)
     sk_l, pk_l = generate_guardian_key(STANDARD, std_table, h_p, 2, 2, rng=rng)
-    rec_hq.calls.clear()
-    sender, recipient = 1, 2
+    monkeypatch.setattr(keys_mod, "H", rec_h)
+    monkeypatch.setattr(keys_mod, "H_q", rec_hq)
     share, data_share = mpz(rng.randrange(STANDARD.q)), mpz(rng.randrange(STANDARD.q))
-    enc = encrypt_share(STANDARD, std_table, h_p, sender, recipient, pk_l.communication_key, share, data_share, rng)
+    enc = encrypt_share(STANDARD, std_table, h_p, 1, 2, pk_l.communication_key, share, data_share, rng)
+    return h_p, sk_l, pk_l, share, data_share, enc, rec_h, rec_hq
+
+
+def test_share_encryption_hash_layouts(monkeypatch, std_table):
+    h_p, sk_l, pk_l, share, data_share, enc, rec_h, rec_hq = _capture_share_encryption(monkeypatch, std_table)
+    sender, recipient = 1, 2
 
     # eq 16: k_il = H(H_P; 0x11, i, l, kappa_l, alpha, beta), len 1545
     assert len(rec_h.calls) == 1
@@ -455,18 +470,7 @@ def test_share_encryption_hash_layouts(monkeypatch, std_table):
     assert b1[521:1033] == int(enc.c0).to_bytes(512, "big")
     beta = gmpy2.powmod(enc.c0, sk_l.communication_secret, STANDARD.p)  # beta = alpha^zeta_l
     assert b1[1033:1545] == int(beta).to_bytes(512, "big")
-    k_il = hmac.new(b0, b1, hashlib.sha256).digest()
     eq16_call = (b0, b1)
-
-    # eqs 17, 18, 21: the KDF keys and the ciphertext, recomputed by hand
-    label = "share enc keys".encode("utf-8")
-    context = "share encrypt".encode("utf-8") + sender.to_bytes(4, "big") + recipient.to_bytes(4, "big")
-    assert len(label) == 14 and len(context) == 21
-    k1 = hmac.new(k_il, b"\x01" + label + b"\x00" + context + b"\x02\x00", hashlib.sha256).digest()
-    k2 = hmac.new(k_il, b"\x02" + label + b"\x00" + context + b"\x02\x00", hashlib.sha256).digest()
-    expected_c1 = (bytes(x ^ y for x, y in zip(int(share).to_bytes(32, "big"), k1))
-                   + bytes(x ^ y for x, y in zip(int(data_share).to_bytes(32, "big"), k2)))
-    assert enc.c1 == expected_c1
 
     # eq 22: c = H_q(H_P; 0x12, i, l, gamma, C0, C1), len 1097
     assert len(rec_hq.calls) == 1
@@ -487,6 +491,25 @@ def test_share_encryption_hash_layouts(monkeypatch, std_table):
     assert rec_h.calls == [eq16_call]
 
 
+def test_share_encryption_kdf_matches_spec(monkeypatch, std_table):
+    """Eqs 17, 18, 21 by hand: Label = b("share_enc_keys", 14), Context = b("share_encrypt", 13) || b(i,4) || b(l,4).
+
+    The PDF of the spec draws the underscores as rules (text extraction shows spaces); footnote 34
+    and the byte lengths 14 and 13 fit either reading, the reference implementations use underscores.
+    """
+    _, _, _, share, data_share, enc, rec_h, _ = _capture_share_encryption(monkeypatch, std_table)
+    b0, b1 = rec_h.calls[0]
+    k_il = hmac.new(b0, b1, hashlib.sha256).digest()
+    label = "share_enc_keys".encode("utf-8")
+    context = "share_encrypt".encode("utf-8") + (1).to_bytes(4, "big") + (2).to_bytes(4, "big")
+    assert len(label) == 14 and len(context) == 21
+    k1 = hmac.new(k_il, b"\x01" + label + b"\x00" + context + b"\x02\x00", hashlib.sha256).digest()
+    k2 = hmac.new(k_il, b"\x02" + label + b"\x00" + context + b"\x02\x00", hashlib.sha256).digest()
+    expected_c1 = (bytes(x ^ y for x, y in zip(int(share).to_bytes(32, "big"), k1))
+                   + bytes(x ^ y for x, y in zip(int(data_share).to_bytes(32, "big"), k2)))
+    assert enc.c1 == expected_c1
+
+
 # --------------------------------------------------------------------------- KDF (eq 17)
 
 
@@ -494,10 +517,10 @@ def test_share_encryption_hash_layouts(monkeypatch, std_table):
 @given(st.binary(min_size=32, max_size=32), st.integers(1, 2), st.integers(1, 2**31 - 1),
        st.integers(1, 2**31 - 1))
 def test_kdf_counter_mode_eq17_layout(key, counter, i, l):
-    label = b"share enc keys"
-    context = b"share encrypt" + i.to_bytes(4, "big") + l.to_bytes(4, "big")
+    label = b"share_enc_keys"
+    context = b"share_encrypt" + i.to_bytes(4, "big") + l.to_bytes(4, "big")
     got = kdf_counter_mode(key, bytes([counter]), label, context, b"\x02\x00")
-    message = bytes([counter]) + b"share enc keys" + b"\x00" + b"share encrypt" + i.to_bytes(4, "big") \
+    message = bytes([counter]) + b"share_enc_keys" + b"\x00" + b"share_encrypt" + i.to_bytes(4, "big") \
         + l.to_bytes(4, "big") + bytes.fromhex("0200")
     assert len(message) == 1 + 14 + 1 + 21 + 2
     assert got == hmac.new(key, message, hashlib.sha256).digest()
