@@ -29,7 +29,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as e:
-            if name in OPTIONAL_FEATURES and e.name == name:
+            if name in OPTIONAL_FEATURES and e.name and name.startswith(e.name):
                 continue
             raise
         handlers.update(module.register(sub))
