@@ -28,8 +28,8 @@ from .range_proof import RangeProof, contest_prefix, prove_range, selection_pref
 
 NO_CHAINING = b"\x00\x00\x00\x00"      # chaining mode identifier (spec 3.4.4)
 SIMPLE_CHAINING = b"\x00\x00\x00\x01"
-_NONCE_LABEL = b"ballot nonce"            # b("ballot nonce", 12)
-_NONCE_CONTEXT = b"ballot nonce encrypt"  # b("ballot nonce encrypt", 20)
+_NONCE_LABEL = b"ballot_nonce"            # b("ballot_nonce", 12)
+_NONCE_CONTEXT = b"ballot_nonce_encrypt"  # b("ballot_nonce_encrypt", 20)
 
 
 @dataclass(frozen=True)

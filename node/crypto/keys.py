@@ -21,8 +21,8 @@ from .group import check_element, check_elements, check_scalar
 from .hashing import H, H_q, elements, kdf_counter_mode, xor_bytes
 from .params import Group, encode_p, encode_q
 
-_VOTE = b"pk vote"
-_DATA = b"pk data"
+_VOTE = b"pk_vote"   # 0x706B5F766F7465 in the table of spec 5.5.2
+_DATA = b"pk_data"   # 0x706B5F64617461
 
 
 @dataclass(frozen=True)
@@ -81,7 +81,7 @@ def evaluate_polynomial(group: Group, coefficients: Sequence[int], x: int) -> mp
 
 
 def _key_proof_challenge(group, h_p, label, i, commitments, kappa, h_values) -> mpz:
-    # c_i = H_q(H_P; 0x10, "pk vote", i, K_i,0..K_i,k-1, kappa_i, h_i,0..h_i,k) (eq 11, eq 13 with "pk data")
+    # c_i = H_q(H_P; 0x10, "pk_vote", i, K_i,0..K_i,k-1, kappa_i, h_i,0..h_i,k) (eq 11, eq 13 with "pk_data")
     data = b"\x10" + label + small(i) + elements(group, commitments) + encode_p(group, kappa)
     return H_q(group, h_p, data + elements(group, h_values))
 
@@ -195,8 +195,8 @@ class EncryptedShare:
     response: mpz       # v-bar_i,l
 
 
-_SHARE_LABEL = b"share enc keys"   # b("share enc keys", 14)
-_SHARE_CONTEXT = b"share encrypt"  # b("share encrypt", 13)
+_SHARE_LABEL = b"share_enc_keys"   # b("share_enc_keys", 14)
+_SHARE_CONTEXT = b"share_encrypt"  # b("share_encrypt", 13)
 
 
 def _share_keys(h_p: bytes, group: Group, i: int, l: int, kappa_l, alpha, beta) -> bytes:

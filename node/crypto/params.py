@@ -91,7 +91,7 @@ class Group:
 
 def _ln2_middle_bits() -> mpz:
     """floor(2^3584 * ln 2), computed with enough precision to be exact."""
-    with gmpy2.local_context(gmpy2.context(), precision=3700):
+    with gmpy2.context(gmpy2.get_context(), precision=3700):
         return mpz(gmpy2.floor(gmpy2.log(2) * gmpy2.exp2(3584)))
 
 
