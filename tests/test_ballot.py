@@ -147,7 +147,7 @@ def test_standard_tampered_ballots_refused(standard_election, standard_ballots):
 
 # --- toy group: encryption round trips -----------------------------------------------------------
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=120, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1))
 def test_random_toy_ballots_verify_and_decrypt(toy_election, small_manifest, seed):
     rng = random.Random(seed)
@@ -379,6 +379,7 @@ def _tampers(ctx, other):
         ("contest hash", lambda b: with_contest(b, 3, contest_hash=flip_first_byte(b.contest(3).contest_hash)),
          BallotError, ["contest 3"]),
         ("drop contest", lambda b: replace(b, contests=b.contests[:2]), BallotError, ["[1, 2]"]),
+        ("contests reordered", lambda b: replace(b, contests=b.contests[::-1]), BallotError, ["[3, 2, 1]"]),
         ("duplicate contest", lambda b: replace(b, contests=b.contests[:2] + b.contests[1:2]), BallotError, []),
         ("drop selection", lambda b: with_contest(b, 2, selections=b.contest(2).selections[:2]), BallotError,
          ["contest 2"]),
@@ -513,7 +514,7 @@ def test_no_chaining_field(toy_election):
 
 # --- homomorphism and range proofs ----------------------------------------------------------------
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 5), st.integers(0, 16777212)), min_size=1, max_size=10))
 def test_aggregate_decrypts_to_the_sum(toy_election, votes):
     ctx = toy_election.context
@@ -572,7 +573,7 @@ def test_range_proofs(toy_election, limit):
             prove_range(group, ctx.g_table, ctx.k_table, h_i, prefix, ct, nonce, -1, limit, rng)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(limit=st.integers(1, 4), data=st.data())
 def test_range_proof_of_any_value_outside_fails(toy_election, limit, data):
     """A proof made for a value in range never verifies for a ciphertext encrypting a value outside it."""

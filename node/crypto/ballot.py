@@ -296,6 +296,10 @@ def verify_ballot(ctx: ElectionContext, ballot: EncryptedBallot) -> None:
     if not 0 <= ballot.selection_identifier < 2**256:
         raise BallotError(f"{who}: selection identifier is not a 256-bit value")
     h_i = identifier_hash(ctx.h_e, ballot.selection_identifier)           # (5.B)
+    if not isinstance(ballot.chaining_field, bytes) or len(ballot.chaining_field) != 36:
+        raise BallotError(f"{who}: the chaining field B_C must be 36 bytes")
+    if not isinstance(ballot.confirmation_code, bytes) or len(ballot.confirmation_code) != 32:
+        raise BallotError(f"{who}: the confirmation code must be 32 bytes")
     try:
         style = manifest.ballot_style(ballot.style_index)
     except InputError:

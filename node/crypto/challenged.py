@@ -89,8 +89,14 @@ def verify_challenged_ballot(ctx: ElectionContext, ballot: EncryptedBallot,
     statement = nonce_statement(ctx, ballot)
     verify_nonce_decryption(ctx.group, ctx.g_table, ctx.k_hat_table, statement, decrypted.beta,
                             decrypted.challenge, decrypted.response, f"{who} nonce")
-    if sorted(decrypted.contests) != [c.contest_index for c in ballot.contests]:       # (14.A), (14.B)
-        raise ProofError(f"{who}: the decrypted contests do not match the ballot's style")
+    try:
+        style = ctx.manifest.ballot_style(ballot.style_index)
+    except Exception:
+        raise ProofError(f"{who}: unknown ballot style index {ballot.style_index}") from None
+    expected = sorted(style.contests)
+    if sorted(decrypted.contests) != expected or [c.contest_index for c in ballot.contests] != expected:
+        raise ProofError(f"{who}: the contests do not match ballot style {style.label!r} "
+                         f"(Verification 14.A, 14.B)")                                    # (14.A), (14.B)
     hashes = []
     for ec in ballot.contests:
         contest = ctx.manifest.contest(ec.contest_index)

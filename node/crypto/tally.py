@@ -90,6 +90,11 @@ def verify_tally(ctx: ElectionContext, cast: Sequence[EncryptedBallot], tally: E
             raise ProofError(f"contest {key[0]} option {key[1]}: the encrypted tally is not the "
                              f"product of the cast ballots (Verification 9)")
         d = decrypted.options[key]
+        limit = ctx.manifest.contest(key[0]).option(key[1]).selection_limit
+        if isinstance(d.value, bool) or not isinstance(d.value, int) or not 0 <= d.value <= len(cast) * limit:
+            # T = K^t only fixes t mod q: the value must also be a possible count
+            raise ProofError(f"tally contest {key[0]} option {key[1]}: value {d.value!r} is not between 0 and "
+                             f"{len(cast)} ballots x limit {limit} (Verification 10.C)")
         verify_tally_decryption(ctx.group, ctx.g_table, ctx.k_table,
                                 TallyStatement(ctx.h_e, key[0], key[1], ct.alpha, ct.beta),
                                 d.value, d.t_power, d.challenge, d.response,
