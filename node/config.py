@@ -1,0 +1,235 @@
+"""node.toml and the roster file: parsing and validation. Every error names the file and the key."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+from .crypto.errors import InputError
+from .identity import decode_public_key, fingerprint
+
+
+class ConfigError(InputError):
+    """A config or roster file is missing, malformed, or has a wrong value."""
+
+
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._-]{0,62}")
+
+NODE_TOML = """\
+# guardian-node: the configuration of one guardian's node.
+# Relative paths are relative to the directory holding this file.
+
+[node]
+# The guardian's name, as it appears in the roster.
+name = {name!r}
+# The node's data directory: identity, database, audit log, exports. Nothing of the node lives outside it.
+data_dir = "."
+# Host and port this node listens on for its peers.
+listen = {listen!r}
+# The address peers dial to reach this node (ws://host:port, or wss:// with TLS below).
+advertise = {advertise!r}
+
+[roster]
+# The file listing every guardian of the election: sequence number, name, public key, address.
+file = "roster.toml"
+
+[network]
+# Frames larger than this many bytes are refused and counted.
+max_frame_bytes = 1048576
+# Seconds between heartbeats; a peer silent for three heartbeats is dropped and dialled again.
+heartbeat_seconds = 5.0
+# Re-dial backoff: starts here, doubles on each failure up to the maximum, with random jitter.
+redial_initial_seconds = 0.5
+redial_max_seconds = 30.0
+
+[tls]
+# Optional TLS (wss://) around the already encrypted link, for operators who want it.
+# PEM files: this node's certificate and key, and the CA that signed the peers' certificates.
+cert = ""
+key = ""
+ca = ""
+
+[control]
+# The local control channel used by `guardian status`: a Unix socket, owner-only, in the data directory.
+socket = "control.sock"
+
+[passphrase]
+# Where `guardian run` reads the passphrase that unseals the identity:
+# "prompt", "env:VARIABLE" or "file:PATH". Never on the command line.
+source = "prompt"
+"""
+
+
+@dataclass(frozen=True)
+class RosterEntry:
+    sequence: int
+    name: str
+    public_key: bytes
+    address: str
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint(self.public_key)
+
+
+@dataclass(frozen=True)
+class Roster:
+    entries: tuple[RosterEntry, ...]
+
+    def by_key(self, public_key: bytes) -> RosterEntry | None:
+        for e in self.entries:
+            if e.public_key == public_key:
+                return e
+        return None
+
+    def by_name(self, name: str) -> RosterEntry | None:
+        for e in self.entries:
+            if e.name == name:
+                return e
+        return None
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    path: Path
+    name: str
+    data_dir: Path
+    listen_host: str
+    listen_port: int
+    advertise: str
+    roster_file: Path
+    max_frame_bytes: int
+    heartbeat_seconds: float
+    redial_initial_seconds: float
+    redial_max_seconds: float
+    tls_cert: Path | None
+    tls_key: Path | None
+    tls_ca: Path | None
+    control_socket: Path
+    passphrase_source: str
+
+
+def _load_toml(path: Path) -> dict:
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except OSError as e:
+        raise ConfigError(f"cannot read {path}: {e.strerror}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+
+
+def _get(table: dict, key: str, kind, where: str, default=None):
+    value = table.get(key, default)
+    if value is None:
+        raise ConfigError(f"{where}: missing key {key!r}")
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+        raise ConfigError(f"{where}: {key!r} must be a {kind.__name__}")
+    return value
+
+
+def parse_listen(text: str, where: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"{where}: listen address must be HOST:PORT, got {text!r}")
+    return host.strip("[]"), int(port)
+
+
+def check_address(text: str, where: str) -> str:
+    url = urlparse(text)
+    if url.scheme not in ("ws", "wss") or not url.hostname or url.port is None:
+        raise ConfigError(f"{where}: address must be ws://HOST:PORT or wss://HOST:PORT, got {text!r}")
+    return text
+
+
+def check_name(name: object, where: str) -> str:
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name) or name != name.strip():
+        raise ConfigError(f"{where}: a name is 1-63 letters, digits, spaces, dots, dashes or underscores, "
+                          f"got {name!r}")
+    return name
+
+
+def load_node_config(path: Path) -> NodeConfig:
+    path = Path(path).resolve()
+    doc = _load_toml(path)
+    base = path.parent
+    node = doc.get("node", {})
+    where = f"{path} [node]"
+    name = check_name(_get(node, "name", str, where), where)
+    data_dir = (base / _get(node, "data_dir", str, where, ".")).resolve()
+    host, port = parse_listen(_get(node, "listen", str, where), where)
+    advertise = check_address(_get(node, "advertise", str, where, f"ws://{host}:{port}"), where)
+    roster_file = (base / _get(doc.get("roster", {}), "file", str, f"{path} [roster]", "roster.toml")).resolve()
+    net = doc.get("network", {})
+    where = f"{path} [network]"
+    max_frame = _get(net, "max_frame_bytes", int, where, 1048576)
+    heartbeat = _get(net, "heartbeat_seconds", float, where, 5.0)
+    initial = _get(net, "redial_initial_seconds", float, where, 0.5)
+    maximum = _get(net, "redial_max_seconds", float, where, 30.0)
+    if not 1024 <= max_frame <= 64 * 2**20:
+        raise ConfigError(f"{where}: max_frame_bytes must be between 1 KiB and 64 MiB")
+    if not 0.05 <= heartbeat <= 3600 or not 0.01 <= initial <= maximum <= 3600:
+        raise ConfigError(f"{where}: heartbeat and re-dial times must be positive, initial <= max")
+    tls = doc.get("tls", {})
+    tls_paths = []
+    for key in ("cert", "key", "ca"):
+        value = _get(tls, key, str, f"{path} [tls]", "")
+        tls_paths.append((base / value).resolve() if value else None)
+    if (tls_paths[0] is None) != (tls_paths[1] is None):
+        raise ConfigError(f"{path} [tls]: cert and key go together")
+    control = doc.get("control", {})
+    socket = data_dir / _get(control, "socket", str, f"{path} [control]", "control.sock")
+    source = _get(doc.get("passphrase", {}), "source", str, f"{path} [passphrase]", "prompt")
+    if not (source == "prompt" or source.startswith("env:") or source.startswith("file:")):
+        raise ConfigError(f"{path} [passphrase]: source must be prompt, env:VARIABLE or file:PATH")
+    if source.startswith("file:"):
+        source = "file:" + str((base / source[5:]).resolve())
+    return NodeConfig(path, name, data_dir, host, port, advertise, roster_file, max_frame, heartbeat, initial,
+                      maximum, tls_paths[0], tls_paths[1], tls_paths[2], socket, source)
+
+
+def load_roster(path: Path) -> Roster:
+    doc = _load_toml(Path(path))
+    entries = doc.get("guardian")
+    if not isinstance(entries, list) or not entries:
+        raise ConfigError(f"{path}: no [[guardian]] entries")
+    result = []
+    for i, entry in enumerate(entries, 1):
+        where = f"{path} guardian entry {i}"
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{where}: must be a table")
+        unknown = set(entry) - {"sequence", "name", "public_key", "address", "fingerprint"}
+        if unknown:
+            raise ConfigError(f"{where}: unknown keys {sorted(unknown)}")
+        sequence = _get(entry, "sequence", int, where)
+        name = check_name(_get(entry, "name", str, where), where)
+        try:
+            key = decode_public_key(_get(entry, "public_key", str, where), f"{where} public_key")
+        except InputError as e:
+            raise ConfigError(str(e)) from None
+        address = check_address(_get(entry, "address", str, where), where)
+        if "fingerprint" in entry and entry["fingerprint"] != fingerprint(key):
+            raise ConfigError(f"{where} ({name}): the fingerprint does not match the public key")
+        result.append(RosterEntry(sequence, name, key, address))
+    sequences = sorted(e.sequence for e in result)
+    if sequences != list(range(1, len(result) + 1)):
+        raise ConfigError(f"{path}: sequence numbers must be exactly 1..{len(result)}, got {sequences}")
+    for attr in ("name", "public_key", "address"):
+        values = [getattr(e, attr) for e in result]
+        if len(set(values)) != len(values):
+            raise ConfigError(f"{path}: two guardians share the same {attr.replace('_', ' ')}")
+    return Roster(tuple(sorted(result, key=lambda e: e.sequence)))
+
+
+def roster_entry_toml(sequence: int | None, name: str, public_key: str, address: str, fp: str) -> str:
+    seq = f"sequence = {sequence}\n" if sequence is not None else "sequence = 0   # set by the operators: 1..n\n"
+    return (f"[[guardian]]\n{seq}name = {name!r}\npublic_key = {public_key!r}\naddress = {address!r}\n"
+            f"fingerprint = {fp!r}\n").replace("'", '"')

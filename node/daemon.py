@@ -1,0 +1,477 @@
+"""The guardian node daemon: trio, websockets to the peers, a local control channel.
+
+Structure (structured concurrency, one nursery):
+  listener      serves peers that dial us (the peers with a lower roster sequence number)
+  dial loops    one per peer with a higher sequence number: dial, serve, re-dial with capped
+                exponential backoff and jitter (one connection per pair of guardians)
+  connections   handshake, then three tasks: reader, outbox writer, heartbeat
+  control       the Unix socket of `guardian status`
+  signals       SIGINT / SIGTERM cancel everything and the node exits cleanly
+
+Frames on an established link are sealed by SecureLink; inside, a frame is
+msgpack [kind, payload] with kind "env" (a signed envelope), "sync" (which of
+our messages the peer already has) or "hb" (heartbeat). Envelopes are checked by
+the InboundFilter and committed to the inbox before anything uses them; what we
+send is committed to the outbox first and streamed to each peer from there, so
+a restart or reconnect resends exactly what a peer has not seen.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import signal
+import socket
+import ssl
+import struct
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import msgpack
+import trio
+import trio_websocket
+
+from .config import NodeConfig, Roster, RosterEntry
+from .crypto.errors import GuardianError, InputError
+from .identity import Identity, fingerprint
+from .protocol.envelope import NODE_SESSION, EnvelopeError, seal_envelope
+from .protocol.handshake import DIALER, LISTENER, Handshake, HandshakeError, LinkError, SecureLink
+from .protocol.inbound import InboundFilter
+from .storage.db import NodeDatabase
+
+log = logging.getLogger("guardian.node")
+
+HANDSHAKE_TIMEOUT = 10.0
+SILENT_HEARTBEATS = 3
+CONTROL_MAX_REQUEST = 1 << 20
+NODE_MESSAGE_TYPES = frozenset({"note"})
+
+
+@dataclass
+class PeerState:
+    entry: RosterEntry
+    state: str = "disconnected"
+    last_seen: float | None = None          # trio clock
+    connected_since: float | None = None
+    connections: int = 0
+    dial_failures: int = 0
+    last_error: str = ""
+    cancel: trio.CancelScope | None = None
+    writer_cursor: int | None = None
+    cursor_set: trio.Event = field(default_factory=trio.Event)
+
+
+class Connection:
+    """One authenticated link: sends are serialized so the sealing counter matches the wire order."""
+
+    def __init__(self, ws, link: SecureLink) -> None:
+        self.ws, self.link = ws, link
+        self._lock = trio.Lock()
+
+    async def send(self, kind: str, payload) -> None:
+        frame = msgpack.packb([kind, payload], use_bin_type=True)
+        async with self._lock:
+            await self.ws.send_message(self.link.seal(frame))
+
+
+class Node:
+    def __init__(self, config: NodeConfig, roster: Roster, identity: Identity, db: NodeDatabase) -> None:
+        me = roster.by_key(identity.public_key)
+        if me is None:
+            raise InputError(f"this node's key {identity.fingerprint} is not in the roster {config.roster_file}")
+        self.config, self.roster, self.identity, self.db, self.me = config, roster, identity, db, me
+        self.peers = {e.public_key: PeerState(e) for e in roster.entries if e.public_key != identity.public_key}
+        self.filter = InboundFilter(frozenset(e.public_key for e in roster.entries), identity.public_key,
+                                    config.max_frame_bytes, {NODE_SESSION}, {NODE_SESSION: NODE_MESSAGE_TYPES})
+        self.filter.remember(db.inbox())
+        self._outbox_changed = trio.Event()
+        self.started = time.time()
+        self.port: int | None = None
+
+    # --- running ------------------------------------------------------------------------------
+
+    async def run(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._watch_signals, nursery.cancel_scope)
+            server = await nursery.start(self._serve)
+            self.port = server.port
+            await nursery.start(self._serve_control)
+            for peer in self.peers.values():
+                if peer.entry.sequence > self.me.sequence:
+                    nursery.start_soon(self._dial_loop, peer)
+            self.db.audit("node started", {"fingerprint": self.identity.fingerprint, "port": self.port})
+            log.info("node %s (guardian %d) listening on %s:%d", self.me.name, self.me.sequence,
+                     self.config.listen_host, self.port)
+            task_status.started(self)
+
+    async def _watch_signals(self, scope: trio.CancelScope) -> None:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for signum in signals:
+                log.info("stopping on %s", signal.Signals(signum).name)
+                self.db.audit("node stopped", {"signal": signal.Signals(signum).name})
+                scope.cancel()
+                return
+
+    def _ssl_server(self) -> ssl.SSLContext | None:
+        if self.config.tls_cert is None:
+            return None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(self.config.tls_cert, self.config.tls_key)
+        return context
+
+    def _ssl_client(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=str(self.config.tls_ca) if self.config.tls_ca else None)
+
+    async def _serve(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        await trio_websocket.serve_websocket(
+            self._on_request, self.config.listen_host, self.config.listen_port, self._ssl_server(),
+            max_message_size=2 * self.config.max_frame_bytes, task_status=task_status)
+
+    async def _on_request(self, request) -> None:
+        remote = f"{request.remote.address}:{request.remote.port}" if hasattr(request.remote, "address") \
+            else str(request.remote)
+        try:
+            ws = await request.accept()
+        except trio_websocket.ConnectionClosed:
+            return
+        await self._serve_connection(ws, LISTENER, remote, expected=None)
+
+    async def _dial_loop(self, peer: PeerState) -> None:
+        initial, maximum = self.config.redial_initial_seconds, self.config.redial_max_seconds
+        delay = initial
+        url = peer.entry.address
+        context = self._ssl_client() if url.startswith("wss://") else None
+        while True:
+            started = trio.current_time()
+            peer.state = "dialing"
+            try:
+                async with trio_websocket.open_websocket_url(
+                        url, context, max_message_size=2 * self.config.max_frame_bytes,
+                        connect_timeout=HANDSHAKE_TIMEOUT, disconnect_timeout=2) as ws:
+                    await self._serve_connection(ws, DIALER, url, expected=peer.entry.public_key)
+            except (OSError, trio_websocket.HandshakeError, trio_websocket.ConnectionClosed,
+                    trio_websocket.ConnectionRejected, trio_websocket.ConnectionTimeout,
+                    trio_websocket.DisconnectionTimeout, trio.BrokenResourceError, ssl.SSLError) as e:
+                peer.dial_failures += 1
+                peer.last_error = f"{type(e).__name__}: {e}"[:200]
+                log.debug("dial %s failed: %s", peer.entry.name, peer.last_error)
+            if peer.state != "connected":
+                peer.state = "disconnected"
+            if trio.current_time() - started > 4 * initial:
+                delay = initial       # the link held for a while: start the backoff afresh
+            await trio.sleep(min(delay, maximum) * random.uniform(0.5, 1.5))
+            delay = min(delay * 2, maximum)
+
+    # --- one connection ---------------------------------------------------------------------------
+
+    async def _serve_connection(self, ws, role: str, remote: str, expected: bytes | None) -> None:
+        handshake = Handshake(self.identity.signing_key, role, lambda key: key in self.peers)
+        try:
+            with trio.fail_after(HANDSHAKE_TIMEOUT):
+                await ws.send_message(handshake.hello())
+                while not handshake.done:
+                    for frame in handshake.receive(await ws.get_message()):
+                        await ws.send_message(frame)
+            if expected is not None and handshake.peer_key != expected:
+                raise HandshakeError("wrong peer", "the address answered with another guardian's key",
+                                     handshake.peer_key)
+        except HandshakeError as e:
+            who = self._describe(e.peer_key, remote)
+            self.db.refuse(who, e.reason, e.detail)
+            log.warning("refused connection from %s: %s", who, e)
+            if e.reason != "refused by peer":
+                await _try_send(ws, handshake.refusal(e.reason))
+            await ws.aclose()
+            return
+        except trio.TooSlowError:
+            self.db.refuse(remote, "handshake timeout", f"no handshake within {HANDSHAKE_TIMEOUT} s")
+            await ws.aclose()
+            return
+        except trio_websocket.ConnectionClosed:
+            return
+        peer = self.peers[handshake.peer_key]
+        if peer.cancel is not None:
+            peer.cancel.cancel()          # a newer link replaces the old one
+        connection = Connection(ws, handshake.link)
+        with trio.CancelScope() as scope:
+            peer.cancel = scope
+            peer.state, peer.connected_since = "connected", trio.current_time()
+            peer.last_seen = trio.current_time()
+            peer.connections += 1
+            peer.cursor_set = trio.Event()
+            self.db.audit("peer connected", {"peer": peer.entry.name, "role": role})
+            log.info("connected to %s (%s)", peer.entry.name, role)
+            try:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._reader, connection, peer, scope)
+                    nursery.start_soon(self._writer, connection, peer)
+                    nursery.start_soon(self._heartbeat, connection, peer, scope)
+                    await connection.send("sync", {"since": self.db.highest_seq_from(peer.entry.public_key)})
+            except (trio_websocket.ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError):
+                pass
+            finally:
+                if peer.cancel is scope:
+                    peer.cancel = None
+                    peer.state = "disconnected"
+                log.info("link to %s closed", peer.entry.name)
+        await _close(ws)
+
+    async def _reader(self, connection: Connection, peer: PeerState, scope: trio.CancelScope) -> None:
+        name = peer.entry.name
+        while True:
+            sealed = await connection.ws.get_message()
+            try:
+                frame = connection.link.open(sealed)
+            except LinkError as e:
+                self.db.refuse(name, "undecryptable", str(e))
+                log.warning("closing link to %s: %s", name, e)
+                scope.cancel()
+                return
+            peer.last_seen = trio.current_time()
+            try:
+                kind, payload = _link_frame(frame)
+            except EnvelopeError as e:
+                self._refuse(name, e)
+                continue
+            if kind == "hb":
+                continue
+            if kind == "sync":
+                since = payload.get("since") if isinstance(payload, dict) else None
+                if isinstance(since, bool) or not isinstance(since, int) or since < 0:
+                    self._refuse(name, EnvelopeError("malformed", "sync without a valid 'since'"))
+                    continue
+                peer.writer_cursor = since
+                peer.cursor_set.set()
+                continue
+            self.receive_envelope(payload, name)
+
+    def receive_envelope(self, frame: bytes, via: str) -> None:
+        """Check an envelope and commit it to the inbox; the node never raises on input."""
+        try:
+            envelope = self.filter.check(frame)
+        except EnvelopeError as e:
+            self._refuse(via, e)
+            return
+        self.db.accept(envelope, via)
+        sender = self.roster.by_key(envelope.sender)
+        log.info("accepted %s seq %d from %s", envelope.type, envelope.seq, sender.name if sender else "?")
+
+    def _refuse(self, peer: str, error: EnvelopeError) -> None:
+        self.db.refuse(peer, error.reason, error.detail)
+        log.warning("refused a frame from %s: %s", peer, error)
+
+    async def _writer(self, connection: Connection, peer: PeerState) -> None:
+        await peer.cursor_set.wait()
+        cursor = peer.writer_cursor or 0
+        while True:
+            changed = self._outbox_changed
+            for seq, envelope in self.db.outbox_for(peer.entry.public_key, cursor):
+                await connection.send("env", envelope)
+                cursor = seq
+            await changed.wait()
+
+    async def _heartbeat(self, connection: Connection, peer: PeerState, scope: trio.CancelScope) -> None:
+        interval = self.config.heartbeat_seconds
+        while True:
+            await connection.send("hb", None)
+            await trio.sleep(interval)
+            if peer.last_seen is not None and trio.current_time() - peer.last_seen > SILENT_HEARTBEATS * interval:
+                log.warning("%s silent for %d heartbeats: closing the link", peer.entry.name, SILENT_HEARTBEATS)
+                self.db.audit("peer silent", {"peer": peer.entry.name})
+                scope.cancel()
+                return
+
+    # --- sending --------------------------------------------------------------------------------
+
+    def send(self, type_: str, body, to: bytes | None = None, session: bytes = NODE_SESSION) -> int:
+        """Sign, commit to the outbox, then wake the writers. Returns the sequence number."""
+        if to is not None and to not in self.peers:
+            raise InputError("the recipient is not a peer in the roster")
+        seq = self.db.next_seq()
+        envelope = seal_envelope(self.identity.signing_key, type_, session, seq, body)
+        if len(envelope.encode()) > self.config.max_frame_bytes:
+            raise InputError(f"message of {len(envelope.encode())} bytes exceeds max_frame_bytes")
+        self.db.append_outbox(envelope, to)
+        changed, self._outbox_changed = self._outbox_changed, trio.Event()
+        changed.set()
+        return seq
+
+    # --- the control channel ----------------------------------------------------------------------
+
+    async def _serve_control(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        path = self.config.control_socket
+        if len(str(path).encode()) > 100:
+            raise InputError(f"control socket path too long for a Unix socket: {path}")
+        if path.exists():
+            path.unlink()
+        sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old_umask = os.umask(0o177)    # the socket file is created owner-only
+        try:
+            await sock.bind(str(path))
+        finally:
+            os.umask(old_umask)
+        os.chmod(path, 0o600)
+        sock.listen(16)
+        task_status.started()
+        try:
+            async with trio.open_nursery() as nursery:
+                while True:
+                    conn, _ = await sock.accept()
+                    nursery.start_soon(self._control_session, trio.SocketStream(conn))
+        finally:
+            sock.close()
+            with _suppress():
+                path.unlink()
+
+    async def _control_session(self, stream: trio.SocketStream) -> None:
+        async with stream:
+            uid = _peer_uid(stream.socket)
+            if uid is not None and uid != os.getuid():
+                log.warning("control connection from uid %d refused", uid)
+                return
+            buffer = b""
+            while b"\n" not in buffer:
+                chunk = await stream.receive_some(65536)
+                if not chunk:
+                    return
+                buffer += chunk
+                if len(buffer) > CONTROL_MAX_REQUEST:
+                    return
+            try:
+                request = json.loads(buffer.split(b"\n", 1)[0])
+                response = {"ok": True, "result": self.control(request)}
+            except (GuardianError, ValueError, KeyError, TypeError) as e:
+                response = {"ok": False, "error": str(e)}
+            await stream.send_all(json.dumps(response).encode() + b"\n")
+
+    def control(self, request: dict):
+        command = request.get("cmd")
+        if command == "status":
+            return self.status()
+        if command == "send":
+            to = request.get("to", "all")
+            target = None
+            if to != "all":
+                entry = self.roster.by_name(to)
+                if entry is None:
+                    raise InputError(f"no guardian named {to!r} in the roster")
+                target = entry.public_key
+            return {"seq": self.send(str(request["type"]), request.get("body"), target)}
+        if command == "inbox":
+            result = []
+            for e in self.db.inbox():
+                sender = self.roster.by_key(e.sender)
+                result.append({"from": sender.name if sender else fingerprint(e.sender), "seq": e.seq,
+                               "type": e.type, "session": e.session.hex(), "body": _jsonable(e.body)})
+            return result
+        raise InputError(f"unknown control command {command!r}")
+
+    def status(self) -> dict:
+        now = trio.current_time()
+        refusals = self.db.refusal_counts()
+        peers = []
+        for peer in sorted(self.peers.values(), key=lambda p: p.entry.sequence):
+            peers.append({
+                "sequence": peer.entry.sequence, "name": peer.entry.name,
+                "fingerprint": peer.entry.fingerprint, "address": peer.entry.address, "state": peer.state,
+                "last_seen_seconds_ago": None if peer.last_seen is None else round(now - peer.last_seen, 2),
+                "connections": peer.connections, "dial_failures": peer.dial_failures,
+                "last_error": peer.last_error, "refusals": refusals.pop(peer.entry.name, {}),
+            })
+        return {
+            "name": self.me.name, "sequence": self.me.sequence, "guardians": len(self.roster),
+            "fingerprint": self.identity.fingerprint, "listen": f"{self.config.listen_host}:{self.port}",
+            "uptime_seconds": round(time.time() - self.started, 1), "peers": peers,
+            "other_refusals": refusals, "sessions": [{"id": s.hex(), "kind": "node" if s == NODE_SESSION else "?"}
+                                                     for s in sorted(self.filter.sessions)],
+            **self.db.counts(),
+        }
+
+    def _describe(self, key: bytes | None, remote: str) -> str:
+        if key is not None:
+            peer = self.peers.get(key)
+            return peer.entry.name if peer else f"{remote} key {fingerprint(key)}"
+        return remote
+
+
+def _link_frame(frame: bytes) -> tuple[str, object]:
+    try:
+        value = msgpack.unpackb(frame, raw=False, strict_map_key=True, ext_hook=_no_ext)
+    except Exception:
+        raise EnvelopeError("malformed", "link frame is not msgpack") from None
+    if not isinstance(value, list) or len(value) != 2 or value[0] not in ("env", "sync", "hb"):
+        raise EnvelopeError("malformed", "unknown link frame")
+    if value[0] == "env" and not isinstance(value[1], bytes):
+        raise EnvelopeError("malformed", "envelope frame without bytes")
+    return value[0], value[1]
+
+
+def _no_ext(code, data):
+    raise ValueError("extension type")
+
+
+def _jsonable(value):
+    if isinstance(value, bytes):
+        return {"hex": value.hex()}
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    return value
+
+
+def _peer_uid(sock) -> int | None:
+    if not hasattr(socket, "SO_PEERCRED"):
+        return None
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return struct.unpack("3i", creds)[1]
+
+
+async def _try_send(ws, frame: bytes) -> None:
+    with trio.move_on_after(1):
+        try:
+            await ws.send_message(frame)
+        except (trio_websocket.ConnectionClosed, trio.BrokenResourceError):
+            pass
+
+
+async def _close(ws) -> None:
+    with trio.move_on_after(2) as scope:
+        scope.shield = True
+        try:
+            await ws.aclose()
+        except Exception:
+            pass
+
+
+class _suppress:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return exc[0] is not None and issubclass(exc[0], OSError)
+
+
+async def control_request(socket_path: Path, request: dict, timeout: float = 10.0) -> dict:
+    """Client side of the control channel, for `guardian status` and the tests."""
+    try:
+        with trio.fail_after(timeout):
+            stream = await trio.open_unix_socket(str(socket_path))
+            async with stream:
+                await stream.send_all(json.dumps(request).encode() + b"\n")
+                buffer = b""
+                while b"\n" not in buffer:
+                    chunk = await stream.receive_some(65536)
+                    if not chunk:
+                        break
+                    buffer += chunk
+    except (OSError, trio.TooSlowError) as e:
+        raise InputError(f"no node answers on {socket_path}: is `guardian run` running? "
+                         f"({getattr(e, 'strerror', None) or type(e).__name__})") from None
+    response = json.loads(buffer)
+    if not response.get("ok"):
+        raise InputError(response.get("error", "the node refused the request"))
+    return response["result"]

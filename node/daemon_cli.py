@@ -1,0 +1,147 @@
+"""`guardian init`, `guardian roster entry|show`, `guardian run`, `guardian status`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from .config import NODE_TOML, check_name, load_node_config, load_roster, parse_listen, roster_entry_toml
+from .crypto.errors import InputError
+from .identity import Identity, encode_public_key, fingerprint, load_public_key
+from .passphrase import add_passphrase_options, read_passphrase, source_from_args
+
+DEFAULT_CONFIG = os.environ.get("GUARDIAN_CONFIG", "node.toml")
+
+
+def register(sub) -> dict:
+    init = sub.add_parser("init", help="make a new node: identity key, node.toml, data directory",
+                          description="Create a node data directory with a new Ed25519 identity sealed under a "
+                                      "passphrase (Argon2id + XSalsa20-Poly1305) and a commented node.toml.")
+    init.add_argument("dir", type=Path, help="the new data directory (must not exist, or be empty)")
+    init.add_argument("--name", required=True, help="the guardian's name as it will appear in the roster")
+    init.add_argument("--listen", required=True, help="HOST:PORT to listen on for peers")
+    init.add_argument("--advertise", help="the ws:// or wss:// address peers dial (default: ws://LISTEN)")
+    add_passphrase_options(init)
+
+    roster = sub.add_parser("roster", help="this node's roster entry; the roster with fingerprints")
+    roster_sub = roster.add_subparsers(dest="action", metavar="ACTION")
+    entry = roster_sub.add_parser("entry", help="print this node's roster entry and fingerprint")
+    entry.add_argument("--config", type=Path, default=Path(DEFAULT_CONFIG))
+    entry.add_argument("--sequence", type=int, default=None, help="fill in the sequence number, if known")
+    show = roster_sub.add_parser("show", help="print the roster with every guardian's fingerprint")
+    show.add_argument("--config", type=Path, default=Path(DEFAULT_CONFIG))
+
+    run = sub.add_parser("run", help="run the node daemon (Ctrl-C or SIGTERM stops it)")
+    run.add_argument("--config", type=Path, default=Path(DEFAULT_CONFIG))
+    run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    add_passphrase_options(run)
+
+    status = sub.add_parser("status", help="ask the running node for its peers and sessions")
+    status.add_argument("--config", type=Path, default=Path(DEFAULT_CONFIG))
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    return {"init": init_node, "roster": {"entry": roster_entry, "show": roster_show}, "run": run_node,
+            "status": node_status}
+
+
+def init_node(args: argparse.Namespace) -> int:
+    name = check_name(args.name, "--name")
+    host, port = parse_listen(args.listen, "--listen")
+    advertise = args.advertise or f"ws://{args.listen}"
+    directory: Path = args.dir
+    if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
+        raise InputError(f"{directory} exists and is not an empty directory: refusing to overwrite a node")
+    source = source_from_args(args)
+    passphrase = read_passphrase(source, confirm=True)
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(directory, 0o700)
+    identity = Identity.generate()
+    identity.save(directory, passphrase)
+    text = NODE_TOML.format(name=name, listen=args.listen, advertise=advertise)
+    if source != "prompt":
+        text = text.replace('source = "prompt"', f'source = "{source}"')
+    (directory / "node.toml").write_text(text)
+    print(f"Created node {name!r} in {directory}")
+    print(f"  identity   {encode_public_key(identity.public_key)}")
+    print(f"  fingerprint {identity.fingerprint}")
+    print("Next: `guardian roster entry --config DIR/node.toml`, exchange entries with the other guardians,")
+    print("      put them all in DIR/roster.toml, then `guardian run --config DIR/node.toml`.")
+    return 0
+
+
+def roster_entry(args: argparse.Namespace) -> int:
+    config = load_node_config(args.config)
+    key = load_public_key(config.data_dir)
+    print(f"# roster entry of {config.name}: send it to the other guardians; read the fingerprint aloud")
+    print(roster_entry_toml(args.sequence, config.name, encode_public_key(key), config.advertise,
+                            fingerprint(key)), end="")
+    print(f"\nFingerprint: {fingerprint(key)}")
+    return 0
+
+
+def roster_show(args: argparse.Namespace) -> int:
+    config = load_node_config(args.config)
+    roster = load_roster(config.roster_file)
+    own = load_public_key(config.data_dir)
+    for e in roster.entries:
+        mark = "  (this node)" if e.public_key == own else ""
+        print(f"{e.sequence:>3}  {e.name:<20} {e.fingerprint}  {e.address}{mark}")
+    if roster.by_key(own) is None:
+        raise InputError(f"this node's key {fingerprint(own)} is not in {config.roster_file}")
+    return 0
+
+
+def run_node(args: argparse.Namespace) -> int:
+    import trio
+
+    from .daemon import Node
+    from .storage.db import NodeDatabase
+
+    config = load_node_config(args.config)
+    roster = load_roster(config.roster_file)
+    identity = Identity.load(config.data_dir, read_passphrase(source_from_args(args, config.passphrase_source)))
+    _setup_logging(config.data_dir / "node.log", args.log_level)
+    db = NodeDatabase(config.data_dir)
+    try:
+        node = Node(config, roster, identity, db)
+        trio.run(node.run)
+    finally:
+        db.close()
+    return 0
+
+
+def node_status(args: argparse.Namespace) -> int:
+    import trio
+
+    from .daemon import control_request
+
+    config = load_node_config(args.config)
+    status = trio.run(control_request, config.control_socket, {"cmd": "status"})
+    if args.json:
+        print(json.dumps(status, indent=2))
+        return 0
+    print(f"node {status['name']} (guardian {status['sequence']} of {status['guardians']})  "
+          f"fingerprint {status['fingerprint']}")
+    print(f"listening on {status['listen']}, up {status['uptime_seconds']} s; "
+          f"inbox {status['inbox']}, outbox {status['outbox']}")
+    print("peers:")
+    for p in status["peers"]:
+        seen = "never" if p["last_seen_seconds_ago"] is None else f"{p['last_seen_seconds_ago']} s ago"
+        refusals = ", ".join(f"{r} {n}" for r, n in p["refusals"].items()) or "none"
+        print(f"  {p['sequence']:>3} {p['name']:<16} {p['state']:<13} last seen {seen:<12} refusals: {refusals}")
+    for who, reasons in status["other_refusals"].items():
+        print(f"  refused {who}: " + ", ".join(f"{r} {n}" for r, n in reasons.items()))
+    print("sessions: " + ", ".join(f"{s['kind']} {s['id'][:16]}" for s in status["sessions"]))
+    return 0
+
+
+def _setup_logging(path: Path, level: str) -> None:
+    formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    root = logging.getLogger("guardian")
+    root.setLevel(level)
+    for handler in (logging.FileHandler(path), logging.StreamHandler(sys.stderr)):
+        handler.setFormatter(formatter)
+        root.addHandler(handler)

@@ -1,0 +1,146 @@
+"""The node database: one SQLite file in WAL mode in the data directory.
+
+Rules that keep promises to peers across crashes:
+- what the node is about to send is committed to the outbox before any peer sees it;
+- what the node accepts is committed to the inbox before it acts on it;
+- every step is appended to the audit trail, each entry carrying the hash of the one before.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import time
+from pathlib import Path
+
+from ..protocol.envelope import Envelope, decode_envelope
+
+DB_FILE = "node.sqlite3"
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS outbox (
+    seq INTEGER PRIMARY KEY,
+    recipient BLOB,                -- NULL: every peer
+    type TEXT NOT NULL,
+    session BLOB NOT NULL,
+    envelope BLOB NOT NULL,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS inbox (
+    digest BLOB PRIMARY KEY,
+    sender BLOB NOT NULL,
+    seq INTEGER NOT NULL,
+    type TEXT NOT NULL,
+    session BLOB NOT NULL,
+    envelope BLOB NOT NULL,
+    received REAL NOT NULL,
+    UNIQUE (sender, seq)
+);
+CREATE TABLE IF NOT EXISTS refusals (
+    id INTEGER PRIMARY KEY,
+    at REAL NOT NULL,
+    peer TEXT NOT NULL,            -- a roster name, or the remote address before authentication
+    reason TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY,
+    at REAL NOT NULL,
+    event TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    prev_hash BLOB NOT NULL,
+    hash BLOB NOT NULL
+);
+"""
+
+
+class NodeDatabase:
+    def __init__(self, data_dir: Path) -> None:
+        self.path = Path(data_dir) / DB_FILE
+        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")   # a committed promise survives power loss
+        self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    # --- outbox: commit before send ---------------------------------------------------------
+
+    def next_seq(self) -> int:
+        row = self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM outbox").fetchone()
+        return row[0] + 1
+
+    def append_outbox(self, envelope: Envelope, recipient: bytes | None) -> None:
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute(
+                "INSERT INTO outbox (seq, recipient, type, session, envelope, created) VALUES (?, ?, ?, ?, ?, ?)",
+                (envelope.seq, recipient, envelope.type, envelope.session, envelope.encode(), time.time()))
+            self._audit("sent", {"seq": envelope.seq, "type": envelope.type,
+                                 "to": recipient.hex()[:16] if recipient else "all"})
+
+    def outbox_for(self, peer: bytes, after_seq: int) -> list[tuple[int, bytes]]:
+        rows = self._db.execute(
+            "SELECT seq, envelope FROM outbox WHERE seq > ? AND (recipient IS NULL OR recipient = ?) ORDER BY seq",
+            (after_seq, peer)).fetchall()
+        return [(seq, bytes(env)) for seq, env in rows]
+
+    # --- inbox: commit before use -----------------------------------------------------------
+
+    def accept(self, envelope: Envelope, via: str) -> None:
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute(
+                "INSERT INTO inbox (digest, sender, seq, type, session, envelope, received) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (envelope.digest, envelope.sender, envelope.seq, envelope.type, envelope.session,
+                 envelope.encode(), time.time()))
+            self._audit("received", {"from": via, "seq": envelope.seq, "type": envelope.type})
+
+    def inbox(self, max_frame_bytes: int = 64 * 2**20) -> list[Envelope]:
+        rows = self._db.execute("SELECT envelope FROM inbox ORDER BY received, sender, seq").fetchall()
+        return [decode_envelope(bytes(r[0]), max_frame_bytes) for r in rows]
+
+    def highest_seq_from(self, sender: bytes) -> int:
+        row = self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM inbox WHERE sender = ?", (sender,)).fetchone()
+        return row[0]
+
+    def counts(self) -> dict:
+        return {"outbox": self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0],
+                "inbox": self._db.execute("SELECT COUNT(*) FROM inbox").fetchone()[0]}
+
+    # --- refusals and the audit trail ---------------------------------------------------------
+
+    def refuse(self, peer: str, reason: str, detail: str) -> None:
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute("INSERT INTO refusals (at, peer, reason, detail) VALUES (?, ?, ?, ?)",
+                             (time.time(), peer, reason, detail[:500]))
+            self._audit("refused", {"peer": peer, "reason": reason, "detail": detail[:200]})
+
+    def refusal_counts(self) -> dict[str, dict[str, int]]:
+        result: dict[str, dict[str, int]] = {}
+        for peer, reason, count in self._db.execute(
+                "SELECT peer, reason, COUNT(*) FROM refusals GROUP BY peer, reason"):
+            result.setdefault(peer, {})[reason] = count
+        return result
+
+    def audit(self, event: str, detail: dict) -> None:
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._audit(event, detail)
+
+    def _audit(self, event: str, detail: dict) -> None:
+        # Inside the caller's transaction: the step and its audit entry commit together.
+        row = self._db.execute("SELECT hash FROM audit ORDER BY id DESC LIMIT 1").fetchone()
+        prev = bytes(row[0]) if row else bytes(32)
+        at = time.time()
+        text = json.dumps(detail, sort_keys=True)
+        digest = hashlib.sha256(prev + json.dumps([at, event, text]).encode()).digest()
+        self._db.execute("INSERT INTO audit (at, event, detail, prev_hash, hash) VALUES (?, ?, ?, ?, ?)",
+                         (at, event, text, prev, digest))
+
+    def audit_entries(self) -> list[tuple]:
+        return self._db.execute("SELECT id, at, event, detail, prev_hash, hash FROM audit ORDER BY id").fetchall()
