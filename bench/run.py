@@ -116,8 +116,16 @@ def main() -> int:
     crypto = sub.add_parser("crypto", help="exponentiation, ballot encryption and verification, tally decryption")
     crypto.add_argument("--ballots", type=int, default=6, help="ballots to encrypt (default 6)")
     crypto.add_argument("--json", action="store_true", help="only the JSON object")
+    links = sub.add_parser("links", help="handshake time, round trip and signed messages per second on loopback")
+    links.add_argument("--messages", type=int, default=500)
+    links.add_argument("--rounds", type=int, default=50)
+    links.add_argument("--json", action="store_true", help="only the JSON object")
     args = parser.parse_args()
-    result = bench_crypto(args)
+    if args.suite == "links":
+        from bench.links import bench_links
+        result = bench_links(args.messages, args.rounds)
+    else:
+        result = bench_crypto(args)
     if not args.json:
         for key, value in result.items():
             print(f"{key:34} {value}")

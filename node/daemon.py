@@ -135,9 +135,11 @@ class Node:
             else str(request.remote)
         try:
             ws = await request.accept()
-        except trio_websocket.ConnectionClosed:
-            return
-        await self._serve_connection(ws, LISTENER, remote, expected=None)
+            await self._serve_connection(ws, LISTENER, remote, expected=None)
+        except LINK_CLOSED:
+            pass
+        except Exception:
+            log.exception("internal error serving %s; connection dropped", remote)
 
     async def _dial_loop(self, peer: PeerState) -> None:
         initial, maximum = self.config.redial_initial_seconds, self.config.redial_max_seconds
@@ -158,6 +160,10 @@ class Node:
                 peer.dial_failures += 1
                 peer.last_error = f"{type(e).__name__}: {e}"[:200]
                 log.debug("dial %s failed: %s", peer.entry.name, peer.last_error)
+            except Exception as e:
+                peer.dial_failures += 1
+                peer.last_error = f"internal error: {type(e).__name__}"
+                log.exception("internal error dialling %s", peer.entry.name)
             if peer.state != "connected":
                 peer.state = "disconnected"
             if trio.current_time() - started > 4 * initial:
@@ -206,18 +212,18 @@ class Node:
             log.info("connected to %s (%s)", peer.entry.name, role)
             try:
                 async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._reader, connection, peer, scope)
-                    nursery.start_soon(self._writer, connection, peer)
-                    nursery.start_soon(self._heartbeat, connection, peer, scope)
-                    await connection.send("sync", {"since": self.db.highest_seq_from(peer.entry.public_key)})
-            except (trio_websocket.ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError):
-                pass
+                    for task in (self._reader, self._writer, self._heartbeat):
+                        nursery.start_soon(_until_closed, scope, task, connection, peer, scope)
+                    await _until_closed(scope, self._send_sync, connection, peer, scope)
             finally:
                 if peer.cancel is scope:
                     peer.cancel = None
                     peer.state = "disconnected"
                 log.info("link to %s closed", peer.entry.name)
         await _close(ws)
+
+    async def _send_sync(self, connection: Connection, peer: PeerState, scope: trio.CancelScope) -> None:
+        await connection.send("sync", {"since": self.db.highest_seq_from(peer.entry.public_key)})
 
     async def _reader(self, connection: Connection, peer: PeerState, scope: trio.CancelScope) -> None:
         name = peer.entry.name
@@ -263,7 +269,7 @@ class Node:
         self.db.refuse(peer, error.reason, error.detail)
         log.warning("refused a frame from %s: %s", peer, error)
 
-    async def _writer(self, connection: Connection, peer: PeerState) -> None:
+    async def _writer(self, connection: Connection, peer: PeerState, scope: trio.CancelScope) -> None:
         await peer.cursor_set.wait()
         cursor = peer.writer_cursor or 0
         while True:
@@ -395,6 +401,20 @@ class Node:
             peer = self.peers.get(key)
             return peer.entry.name if peer else f"{remote} key {fingerprint(key)}"
         return remote
+
+
+LINK_CLOSED = (trio_websocket.ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError)
+
+
+async def _until_closed(scope: trio.CancelScope, task, *args) -> None:
+    """Run one task of a link; when the link closes under it, close the whole link, never the node."""
+    try:
+        await task(*args)
+    except LINK_CLOSED:
+        scope.cancel()
+    except Exception:   # a bug must cost one link, not the node: log it and close the link
+        log.exception("internal error on a link; closing it")
+        scope.cancel()
 
 
 def _link_frame(frame: bytes) -> tuple[str, object]:
