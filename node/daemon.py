@@ -338,16 +338,11 @@ class Node:
             if uid is not None and uid != os.getuid():
                 log.warning("control connection from uid %d refused", uid)
                 return
-            buffer = b""
-            while b"\n" not in buffer:
-                chunk = await stream.receive_some(65536)
-                if not chunk:
-                    return
-                buffer += chunk
-                if len(buffer) > CONTROL_MAX_REQUEST:
-                    return
+            line = await read_line(stream, CONTROL_MAX_REQUEST)
+            if line is None:
+                return
             try:
-                request = json.loads(buffer.split(b"\n", 1)[0])
+                request = json.loads(line)
                 response = {"ok": True, "result": self.control(request)}
             except (GuardianError, ValueError, KeyError, TypeError) as e:
                 response = {"ok": False, "error": str(e)}
@@ -475,6 +470,17 @@ class _suppress:
         return exc[0] is not None and issubclass(exc[0], OSError)
 
 
+async def read_line(stream: trio.SocketStream, limit: int) -> bytes | None:
+    """One newline-terminated line of the control protocol, or None if the stream ends or it grows past limit."""
+    buffer = b""
+    while b"\n" not in buffer:
+        chunk = await stream.receive_some(65536)
+        if not chunk or len(buffer) + len(chunk) > limit:
+            return None
+        buffer += chunk
+    return buffer.split(b"\n", 1)[0]
+
+
 async def control_request(socket_path: Path, request: dict, timeout: float = 10.0) -> dict:
     """Client side of the control channel, for `guardian status` and the tests."""
     try:
@@ -482,16 +488,13 @@ async def control_request(socket_path: Path, request: dict, timeout: float = 10.
             stream = await trio.open_unix_socket(str(socket_path))
             async with stream:
                 await stream.send_all(json.dumps(request).encode() + b"\n")
-                buffer = b""
-                while b"\n" not in buffer:
-                    chunk = await stream.receive_some(65536)
-                    if not chunk:
-                        break
-                    buffer += chunk
+                line = await read_line(stream, 64 * CONTROL_MAX_REQUEST)
     except (OSError, trio.TooSlowError) as e:
         raise InputError(f"no node answers on {socket_path}: is `guardian run` running? "
                          f"({getattr(e, 'strerror', None) or type(e).__name__})") from None
-    response = json.loads(buffer)
+    if line is None:
+        raise InputError(f"the node on {socket_path} closed the control connection without an answer")
+    response = json.loads(line)
     if not response.get("ok"):
         raise InputError(response.get("error", "the node refused the request"))
     return response["result"]
