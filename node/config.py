@@ -144,10 +144,46 @@ def parse_listen(text: str, where: str) -> tuple[str, int]:
 
 
 def check_address(text: str, where: str) -> str:
-    url = urlparse(text)
-    if url.scheme not in ("ws", "wss") or not url.hostname or url.port is None:
+    try:
+        url = urlparse(text)
+        port = url.port
+    except ValueError:   # urlparse raises on a bad port or bracket
+        port = None
+        url = None
+    if url is None or url.scheme not in ("ws", "wss") or not url.hostname or port is None:
         raise ConfigError(f"{where}: address must be ws://HOST:PORT or wss://HOST:PORT, got {text!r}")
     return text
+
+
+def default_advertise(host: str, port: int) -> str:
+    return f"ws://[{host}]:{port}" if ":" in host else f"ws://{host}:{port}"
+
+
+_SECTIONS = {
+    "node": {"name", "data_dir", "listen", "advertise"},
+    "roster": {"file"},
+    "network": {"max_frame_bytes", "heartbeat_seconds", "redial_initial_seconds", "redial_max_seconds"},
+    "tls": {"cert", "key", "ca"},
+    "control": {"socket"},
+    "passphrase": {"source"},
+}
+
+
+def _sections(doc: dict, path: Path) -> dict[str, dict]:
+    """Every top-level key must be a known table holding known keys: a misspelt key is an error, not a no-op."""
+    unknown = set(doc) - set(_SECTIONS)
+    if unknown:
+        raise ConfigError(f"{path}: unknown sections {sorted(unknown)}")
+    tables = {}
+    for name, keys in _SECTIONS.items():
+        table = doc.get(name, {})
+        if not isinstance(table, dict):
+            raise ConfigError(f"{path}: {name!r} must be a [{name}] table")
+        extra = set(table) - keys
+        if extra:
+            raise ConfigError(f"{path} [{name}]: unknown keys {sorted(extra)}")
+        tables[name] = table
+    return tables
 
 
 def check_name(name: object, where: str) -> str:
@@ -159,16 +195,16 @@ def check_name(name: object, where: str) -> str:
 
 def load_node_config(path: Path) -> NodeConfig:
     path = Path(path).resolve()
-    doc = _load_toml(path)
+    doc = _sections(_load_toml(path), path)
     base = path.parent
-    node = doc.get("node", {})
+    node = doc["node"]
     where = f"{path} [node]"
     name = check_name(_get(node, "name", str, where), where)
     data_dir = (base / _get(node, "data_dir", str, where, ".")).resolve()
     host, port = parse_listen(_get(node, "listen", str, where), where)
-    advertise = check_address(_get(node, "advertise", str, where, f"ws://{host}:{port}"), where)
-    roster_file = (base / _get(doc.get("roster", {}), "file", str, f"{path} [roster]", "roster.toml")).resolve()
-    net = doc.get("network", {})
+    advertise = check_address(_get(node, "advertise", str, where, default_advertise(host, port)), where)
+    roster_file = (base / _get(doc["roster"], "file", str, f"{path} [roster]", "roster.toml")).resolve()
+    net = doc["network"]
     where = f"{path} [network]"
     max_frame = _get(net, "max_frame_bytes", int, where, 1048576)
     heartbeat = _get(net, "heartbeat_seconds", float, where, 5.0)
@@ -178,16 +214,16 @@ def load_node_config(path: Path) -> NodeConfig:
         raise ConfigError(f"{where}: max_frame_bytes must be between 1 KiB and 64 MiB")
     if not 0.05 <= heartbeat <= 3600 or not 0.01 <= initial <= maximum <= 3600:
         raise ConfigError(f"{where}: heartbeat and re-dial times must be positive, initial <= max")
-    tls = doc.get("tls", {})
+    tls = doc["tls"]
     tls_paths = []
     for key in ("cert", "key", "ca"):
         value = _get(tls, key, str, f"{path} [tls]", "")
         tls_paths.append((base / value).resolve() if value else None)
     if (tls_paths[0] is None) != (tls_paths[1] is None):
         raise ConfigError(f"{path} [tls]: cert and key go together")
-    control = doc.get("control", {})
+    control = doc["control"]
     socket = data_dir / _get(control, "socket", str, f"{path} [control]", "control.sock")
-    source = _get(doc.get("passphrase", {}), "source", str, f"{path} [passphrase]", "prompt")
+    source = _get(doc["passphrase"], "source", str, f"{path} [passphrase]", "prompt")
     if not (source == "prompt" or source.startswith("env:") or source.startswith("file:")):
         raise ConfigError(f"{path} [passphrase]: source must be prompt, env:VARIABLE or file:PATH")
     if source.startswith("file:"):

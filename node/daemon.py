@@ -246,7 +246,7 @@ class Node:
                 continue
             if kind == "sync":
                 since = payload.get("since") if isinstance(payload, dict) else None
-                if isinstance(since, bool) or not isinstance(since, int) or since < 0:
+                if isinstance(since, bool) or not isinstance(since, int) or not 0 <= since < 2**63:
                     self._refuse(name, EnvelopeError("malformed", "sync without a valid 'since'"))
                     continue
                 peer.writer_cursor = since

@@ -9,7 +9,10 @@ import os
 import sys
 from pathlib import Path
 
-from .config import NODE_TOML, check_name, load_node_config, load_roster, parse_listen, roster_entry_toml
+from .config import (
+    NODE_TOML, check_address, check_name, default_advertise, load_node_config, load_roster, parse_listen,
+    roster_entry_toml,
+)
 from .crypto.errors import InputError
 from .identity import Identity, encode_public_key, fingerprint, load_public_key
 from .passphrase import add_passphrase_options, read_passphrase, source_from_args
@@ -50,7 +53,7 @@ def register(sub) -> dict:
 def init_node(args: argparse.Namespace) -> int:
     name = check_name(args.name, "--name")
     host, port = parse_listen(args.listen, "--listen")
-    advertise = args.advertise or f"ws://{args.listen}"
+    advertise = check_address(args.advertise or default_advertise(host, port), "--advertise")
     directory: Path = args.dir
     if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
         raise InputError(f"{directory} exists and is not an empty directory: refusing to overwrite a node")

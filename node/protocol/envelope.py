@@ -88,6 +88,8 @@ def check_body(value: object, depth: int = 0) -> None:
     """Only plain msgpack data: no floats (no canonical form), no ext types, string map keys, bounded depth."""
     if depth > MAX_DEPTH:
         raise EnvelopeError("malformed", "body nested too deeply")
+    if isinstance(value, msgpack.ExtType):   # a tuple subclass: test it before the arrays
+        raise EnvelopeError("malformed", "msgpack extension types are not allowed")
     if value is None or isinstance(value, (bool, str, bytes)):
         return
     if isinstance(value, int):
