@@ -24,7 +24,6 @@ from node.crypto.manifest import (
 )
 
 DEMO_MANIFEST = Path(__file__).resolve().parent.parent / "node" / "data" / "demo-manifest.json"
-EG1_MANIFEST = Path("/work/shared/bench/peer/manifest-hamilton-general.json")
 
 
 def base() -> dict:
@@ -462,9 +461,11 @@ def test_reject_no_ballot_styles():
 
 
 def test_reject_electionguard_1_manifest():
-    if not EG1_MANIFEST.exists():
-        pytest.skip("ElectionGuard 1.0 sample manifest not available")
-    reject(EG1_MANIFEST.read_bytes(), "manifest", "unknown property")
+    # The 1.0 format (as in the Hamilton County sample) has other top-level properties.
+    eg1 = {"election_scope_id": "hamilton-county-general-election", "spec_version": "1.0", "type": "general",
+           "start_date": "2020-03-01T08:00:00-05:00", "end_date": "2020-03-01T20:00:00-05:00",
+           "geopolitical_units": [], "parties": [], "candidates": [], "contests": [], "ballot_styles": []}
+    reject(json.dumps(eg1).encode(), "manifest", "unknown property")
 
 
 # ------------------------------------------------------------------- rejections: labels
