@@ -120,8 +120,14 @@ def main() -> int:
     links.add_argument("--messages", type=int, default=500)
     links.add_argument("--rounds", type=int, default=50)
     links.add_argument("--json", action="store_true", help="only the JSON object")
+    record = sub.add_parser("record", help="encrypt, submit and verify full ballots; the verifier's wall time")
+    record.add_argument("--ballots", type=int, default=20, help="full ballots to run through the record (default 20)")
+    record.add_argument("--json", action="store_true", help="only the JSON object")
     args = parser.parse_args()
-    if args.suite == "links":
+    if args.suite == "record":
+        from bench.record import bench_record
+        result = bench_record(args.ballots)
+    elif args.suite == "links":
         from bench.links import bench_links
         result = bench_links(args.messages, args.rounds)
     else:

@@ -13,8 +13,7 @@ import sys
 
 from .crypto.errors import GuardianError
 
-FEATURES = ["node.demo_cli"]
-OPTIONAL_FEATURES = ["node.record.commands", "node.daemon_cli"]
+FEATURES = ["node.demo_cli", "node.daemon_cli", "node.record.commands"]
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict]:
@@ -25,14 +24,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
     parser.add_argument("--verbose", action="store_true", help="show tracebacks on failure")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     handlers: dict = {}
-    for name in FEATURES + OPTIONAL_FEATURES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as e:
-            if name in OPTIONAL_FEATURES and e.name and name.startswith(e.name):
-                continue
-            raise
-        handlers.update(module.register(sub))
+    for name in FEATURES:
+        handlers.update(importlib.import_module(name).register(sub))
     return parser, handlers
 
 

@@ -16,6 +16,7 @@ import secrets
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TextIO
 
 from .crypto.ballot import PlaintextBallot, election_id, encrypt_ballot, signature_content
@@ -61,6 +62,7 @@ class DemoOptions:
     compensated: bool = False
     seed: int | None = None
     manifest: Manifest | None = None
+    record: Path | None = None               # also write the complete election record here
     out: TextIO = field(default=sys.stdout)
 
 
@@ -150,7 +152,23 @@ def run_demo(options: DemoOptions) -> int:
     out.write(f"\nMissing guardians at decryption: {', '.join(f'Guardian {j}' for j in missing) or 'none'}. "
               f"Decrypted by guardians {', '.join(map(str, present))} ({form} form).\n")
     say("Every proof verified; the decrypted tally equals the sum of the cast plaintext ballots.")
+    if options.record is not None:
+        _write_record(options.record, ceremony, ctx, encrypted, signatures, issue_date, challenged_ids, present,
+                      options.compensated, manifest.label, say)
     return 0
+
+
+def _write_record(root: Path, ceremony, ctx: ElectionContext, encrypted, signatures, issue_date: str,
+                  challenged_ids: set, present: list, compensated: bool, info: str, say) -> None:
+    from .crypto.ballot import identifier_hash
+    from .record import codec
+    from .record.local import export_demo_record
+
+    say(f"Writing the election record to {root}")
+    ballots = [codec.BallotRecord(enc, codec.ENCRYPTED, ctx.h_e, issue_date,
+                                  identifier_hash(ctx.h_e, enc.selection_identifier), sig)
+               for enc, sig in zip(encrypted, signatures)]
+    export_demo_record(root, ceremony, ballots, challenged_ids, present, compensated, info, issue_date, say)
 
 
 def _expected(manifest: Manifest, ballots: list[PlaintextBallot]) -> dict:

@@ -41,6 +41,8 @@ def register(sub) -> dict:
     demo.add_argument("--seed", type=int, default=None, help="seed for the made-up voters' choices")
     demo.add_argument("--manifest", type=Path, default=None,
                       help="an ElectionGuard 2.1 manifest (JSON); default: the embedded 8-contest demo")
+    demo.add_argument("--record", type=Path, default=None, metavar="DIR",
+                      help="also write the complete election record to DIR (a new directory), for `guardian verify`")
     return {"demo": run}
 
 
@@ -60,6 +62,8 @@ def run(args: argparse.Namespace) -> int:
         bad = [j for j in args.missing if not 1 <= j <= args.guardians]
         if bad:
             raise GuardianError(f"--missing names guardians outside 1..{args.guardians}: {bad}")
+    if args.record is not None and args.record.exists() and any(args.record.iterdir()):
+        raise GuardianError(f"--record {args.record}: exists and is not empty; a record is never overwritten")
     return run_demo(DemoOptions(n=args.guardians, k=args.quorum, ballots=args.ballots, challenged=args.challenged,
                                 missing=args.missing, compensated=args.compensated, seed=args.seed,
-                                manifest=manifest))
+                                manifest=manifest, record=args.record))

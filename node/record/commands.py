@@ -1,0 +1,463 @@
+"""The record's commands: `guardian election|encrypt|ballots|tally|verify`.
+
+    guardian election create-local   in-process key ceremony -> public election directory (+ test-only secrets)
+    guardian encrypt                 plaintext ballots (JSON lines) -> encrypted, signed ballots
+    guardian ballots submit          the ballot box: verify, then accept durably into the record
+    guardian tally                   close the box: the encrypted tally
+    guardian election decrypt-local  in-process decryption of the tally and the challenged ballots
+    guardian verify                  the independent verifier (design spec section 6)
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import multiprocessing
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Callable, Iterator, Sequence, TextIO
+
+from node.crypto.ballot import (
+    BallotChain, EncryptedBallot, PlaintextBallot, confirmation_code, election_id, encrypt_ballot,
+    identifier_hash, signature_content,
+)
+from node.crypto.ballot_signature import sign_ballot
+from node.crypto.election import ElectionContext
+from node.crypto.errors import GuardianError, InputError
+
+from . import codec, layout
+
+CHAIN_STATE = ".device-chains.json"
+PROGRESS_EVERY = 2.0          # seconds between progress lines on long runs
+BULK_WINDOW_FROM = 64         # ballots per worker from which 12-bit fixed-base tables pay for themselves
+
+
+# --------------------------------------------------------------------------- argument types
+
+
+def _guardian_list(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected guardian numbers like 2,5, got {text!r}") from None
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
+    return value
+
+
+def register(sub) -> dict:
+    handlers: dict = {}
+
+    election = sub.add_parser(
+        "election", help="create an election or decrypt it in process (local stand-ins for the guardians' nodes)",
+        description="Local stand-ins for the guardians' nodes, for tests and demonstrations: the key ceremony and "
+                    "the decryption run in this one process, with every guardian's secrets in one place. Use them "
+                    "until the ceremony and decryption across nodes are available; never for a real election.")
+    actions = election.add_subparsers(dest="action", metavar="ACTION")
+    create = actions.add_parser(
+        "create-local", help="in-process key ceremony; writes the public election directory (TEST-ONLY secrets)",
+        description="Runs the whole key ceremony (spec 3.2) in this process and writes the public election "
+                    "directory: election_parameters.json, election_manifest.json, hashes.json, the guardians' "
+                    "public keys, joint_election_public_key.json, hashes_ext.json and index.json. Every guardian's "
+                    "secret key shares go to a separate --secrets directory marked TEST ONLY: this is the stand-in "
+                    "until the ceremony across the guardians' nodes is available.")
+    create.add_argument("--manifest", type=Path, default=None,
+                        help="ElectionGuard 2.1 manifest (JSON); default: the embedded 8-contest demo manifest")
+    create.add_argument("--guardians", "-n", type=_positive, required=True, help="number of guardians n")
+    create.add_argument("--quorum", "-k", type=_positive, required=True, help="guardians needed to decrypt, k")
+    create.add_argument("--out", type=Path, required=True, help="the election directory to create (the record)")
+    create.add_argument("--secrets", type=Path, required=True,
+                        help="where the TEST-ONLY guardian secrets go; must be outside --out")
+    create.add_argument("--info", default=None, help="description of the election (default: the manifest label)")
+    create.add_argument("--date", default=None, help="date of the election (default: today)")
+    create.add_argument("--ballot-chaining", choices=codec.CHAINING_POLICIES, default="Allowed",
+                        help="whether devices may, must not or must chain their ballots (default Allowed)")
+    decrypt = actions.add_parser(
+        "decrypt-local", help="in-process decryption of the tally and challenged ballots (TEST-ONLY secrets)",
+        description="Decrypts the encrypted tally and every challenged ballot of a record with the present "
+                    "guardians' TEST-ONLY secrets from `election create-local`, and writes decrypted_tally.json "
+                    "and challenged/<ballot id>.json with every guardian's share and proof. This is the stand-in "
+                    "until decryption across the guardians' nodes is available.")
+    decrypt.add_argument("--record", type=Path, required=True, help="the record directory")
+    decrypt.add_argument("--secrets", type=Path, required=True, help="the TEST-ONLY secrets directory")
+    decrypt.add_argument("--missing", type=_guardian_list, default=(),
+                         help="guardians absent at decryption, e.g. 2,5 (default: none)")
+    decrypt.add_argument("--compensated", action="store_true",
+                         help="the present guardians reconstruct each missing guardian's share (seed 002 form)")
+    handlers["election"] = {"create-local": run_create_local, "decrypt-local": run_decrypt_local}
+
+    enc = sub.add_parser(
+        "encrypt", help="encrypt plaintext ballots with every proof, confirmation code and signature",
+        description="Reads plaintext ballots, one JSON object per line: "
+                    '{"id": "b-1", "ballot_style": "STYLE LABEL", "contests": {"CONTEST LABEL": ["OPTION LABEL"]}} '
+                    "(an option list, or {OPTION LABEL: value}). Each becomes an encrypted ballot (spec 3.3) with "
+                    "its proofs, confirmation code (3.4) and one-time Ed25519 signature (seed 003), written to "
+                    "--out as <id>.json. An invalid ballot is refused with its id and the reason; the others go on. "
+                    "Uses every core.")
+    enc.add_argument("--election", type=Path, required=True, help="the election (or record) directory")
+    enc.add_argument("--ballots", type=Path, required=True, help="plaintext ballots, JSON lines ('-' for stdin)")
+    enc.add_argument("--device", required=True, help="the encrypting device's name (S_device of eq 72)")
+    enc.add_argument("--out", type=Path, required=True, help="directory for the encrypted ballots")
+    enc.add_argument("--chaining", action="store_true",
+                     help="simple ballot chaining on this device (spec 3.4.4); its state is kept in --out")
+    enc.add_argument("--workers", type=_positive, default=None, help="processes to use (default: every core)")
+    handlers["encrypt"] = run_encrypt
+
+    ballots = sub.add_parser("ballots", help="the ballot box", description="The ballot box of a record.")
+    b_actions = ballots.add_subparsers(dest="action", metavar="ACTION")
+    submit = b_actions.add_parser(
+        "submit", help="verify ballots and accept them durably, as cast or challenged",
+        description="Verifies each encrypted ballot (election, duplicates, signature, every proof, confirmation "
+                    "code, chaining) and accepts it durably into the record: an accepted ballot survives a crash. "
+                    "A refused ballot is named with the reason; the others go on. Directories stand for their "
+                    "*.json files.")
+    submit.add_argument("--record", type=Path, required=True, help="the record directory")
+    submit.add_argument("--cast", type=Path, nargs="+", default=[], metavar="FILE", help="ballots to cast")
+    submit.add_argument("--challenge", type=Path, nargs="+", default=[], metavar="FILE",
+                        help="ballots to challenge (they will be decrypted and published)")
+    submit.add_argument("--workers", type=_positive, default=None, help="processes to use (default: every core)")
+    handlers["ballots"] = {"submit": run_submit}
+
+    tally = sub.add_parser("tally", help="close the ballot box: the encrypted tally of the cast ballots",
+                           description="Computes the encrypted tally, the homomorphic aggregate of the cast "
+                                       "ballots (spec 3.5), and writes encrypted_tally.json. The box then accepts "
+                                       "no more ballots.")
+    tally.add_argument("--record", type=Path, required=True, help="the record directory")
+    handlers["tally"] = run_tally
+
+    verify = sub.add_parser(
+        "verify", help="verify an election record (every step of spec section 6)",
+        description="The independent verifier: runs every applicable verification step of the ElectionGuard 2.1 "
+                    "design spec, section 6, plus the ballot signatures and the record index, on every core. "
+                    "Prints a table (step, result, items, time) or --json; exits 1 on any failure, naming the step "
+                    "and the object.")
+    verify.add_argument("record", type=Path, help="the record directory")
+    verify.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    verify.add_argument("--workers", type=_positive, default=None, help="processes to use (default: every core)")
+    handlers["verify"] = run_verify
+    return handlers
+
+
+# --------------------------------------------------------------------------- progress
+
+
+class Progress:
+    """Progress lines on stderr for long runs: at most one every PROGRESS_EVERY seconds."""
+
+    def __init__(self, what: str, stream: TextIO | None = None) -> None:
+        self.what, self.stream = what, stream or sys.stderr
+        self.start = self.last = time.perf_counter()
+        self.shown = False
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.perf_counter()
+        if now - self.last < PROGRESS_EVERY and not (self.shown and done == total):
+            return
+        self.last, self.shown = now, True
+        rate = done / max(now - self.start, 1e-9)
+        eta = (total - done) / rate if rate else 0
+        self.stream.write(f"{self.what}: {done}/{total} ({rate:.1f}/s, {eta:.0f}s left)\n")
+        self.stream.flush()
+
+
+# --------------------------------------------------------------------------- election create-local / decrypt-local
+
+
+def run_create_local(args: argparse.Namespace) -> int:
+    from node.crypto.manifest import parse_manifest
+
+    from .local import create_local_election
+
+    if args.manifest is None:
+        from node.demo import load_demo_manifest
+        manifest = load_demo_manifest()
+    else:
+        try:
+            manifest = parse_manifest(args.manifest.read_bytes())
+        except OSError as e:
+            raise InputError(f"cannot read manifest {args.manifest}: {e.strerror}") from None
+    if args.quorum > args.guardians:
+        raise InputError(f"quorum {args.quorum} is larger than the number of guardians {args.guardians}")
+    date = args.date or datetime.date.today().isoformat()
+    ceremony = create_local_election(args.out, args.secrets, manifest, args.guardians, args.quorum,
+                                     args.info or manifest.label, date, args.ballot_chaining)
+    print(f"election created in {args.out}: {args.guardians} guardians, quorum {args.quorum}, "
+          f"H_E {ceremony.context.h_e.hex().upper()}")
+    print(f"TEST-ONLY guardian secrets in {args.secrets} (not part of the record; never for a real election)")
+    return 0
+
+
+def run_decrypt_local(args: argparse.Namespace) -> int:
+    from .local import decrypt_local
+
+    decrypted = decrypt_local(args.record, args.secrets, args.missing, args.compensated,
+                              say=lambda text: print(text, file=sys.stderr))
+    q = decrypted.quorum
+    print(f"tally decrypted by guardians {', '.join(map(str, q.present))} ({q.form} form)"
+          + (f"; missing: {', '.join(map(str, q.missing))}" if q.missing else ""))
+    for contest in decrypted.contests:
+        print(f"  {contest.label}")
+        for o in contest.options:
+            print(f"    {o.label:<40}{o.tally:>8}")
+    return 0
+
+
+# --------------------------------------------------------------------------- encrypt
+
+_worker_ctx: ElectionContext | None = None
+
+
+def _init_encrypt_worker(ctx: ElectionContext) -> None:
+    global _worker_ctx
+    _worker_ctx = ctx
+
+
+def _encrypt_one(task: tuple[PlaintextBallot, str]) -> EncryptedBallot | str:
+    try:
+        return encrypt_ballot(_worker_ctx, task[0], task[1])
+    except GuardianError as e:
+        return str(e)
+
+
+def encrypt_many(ctx: ElectionContext, plaintexts: Sequence[PlaintextBallot], device: str,
+                 workers: int | None = None,
+                 progress: Callable[[int, int], None] | None = None) -> Iterator[EncryptedBallot | str]:
+    """Encrypt on every core, in input order; each result is a ballot (unchained) or the refusal's reason.
+
+    The chaining field enters only the confirmation code (eq 71), so the ballots
+    are encrypted in parallel and chained afterwards, in order.
+    """
+    from node.parallel import worker_count
+
+    workers = min(workers or worker_count(), max(1, len(plaintexts)))
+    global _worker_ctx
+    if workers == 1:
+        _worker_ctx = ctx
+        for done, ballot in enumerate(plaintexts, start=1):
+            yield _encrypt_one((ballot, device))
+            if progress:
+                progress(done, len(plaintexts))
+        return
+    ctx.g_table, ctx.k_table, ctx.k_hat_table    # built before the fork, shared by the workers
+    methods = multiprocessing.get_all_start_methods()
+    mp = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(workers, mp_context=mp, initializer=_init_encrypt_worker, initargs=(ctx,)) as pool:
+        tasks = [(b, device) for b in plaintexts]
+        for done, result in enumerate(pool.map(_encrypt_one, tasks, chunksize=max(1, len(tasks) // (8 * workers))),
+                                      start=1):
+            yield result
+            if progress:
+                progress(done, len(plaintexts))
+
+
+def read_plaintexts(lines: Iterator[str]) -> tuple[list[PlaintextBallot], list[tuple[str, str]]]:
+    """Parse JSON lines into plaintext ballots; bad lines become (what, reason) refusals."""
+    ballots, refused, seen = [], [], {}
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        what = f"line {number}"
+        try:
+            obj = codec.load_json(line.encode("utf-8", "surrogatepass"), what)
+            ballot = codec.plaintext_from_json(obj, what)
+        except GuardianError as e:
+            refused.append((what, str(e)))
+            continue
+        except UnicodeEncodeError:
+            refused.append((what, "not valid UTF-8"))
+            continue
+        what = f"ballot {ballot.ballot_id!r} (line {number})"
+        try:
+            layout.check_ballot_id(ballot.ballot_id)
+        except InputError as e:
+            refused.append((what, str(e)))
+            continue
+        folded = ballot.ballot_id.lower()
+        if folded in seen:
+            refused.append((what, f"duplicate ballot id: the same as line {seen[folded]}"))
+            continue
+        seen[folded] = number
+        ballots.append(ballot)
+    return ballots, refused
+
+
+def utc_now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def encrypt_records(ctx: ElectionContext, plaintexts: Sequence[PlaintextBallot], device: str,
+                    chain: BallotChain | None = None, workers: int | None = None,
+                    progress: Callable[[int, int], None] | None = None
+                    ) -> Iterator[tuple[PlaintextBallot, codec.BallotRecord | str]]:
+    """Encrypt, chain (when `chain` is given, advancing it) and sign; yield (plaintext, record or refusal)."""
+    for plain, result in zip(plaintexts, encrypt_many(ctx, plaintexts, device, workers, progress)):
+        if isinstance(result, str):
+            prefix = f"ballot {plain.ballot_id!r}: "
+            yield plain, result[len(prefix):] if result.startswith(prefix) else result
+            continue
+        ballot = result
+        h_i = identifier_hash(ctx.h_e, ballot.selection_identifier)                            # eq 32
+        if chain is not None:
+            field = chain.next_field()                                                          # eq 76
+            code = confirmation_code(h_i, [c.contest_hash for c in ballot.contests], field)     # eq 71
+            ballot = replace(ballot, chaining_field=field, confirmation_code=code)
+            chain.advance(code)
+        created = utc_now()
+        signature = sign_ballot(ballot.ballot_id, election_id(ctx), signature_content(ctx, ballot, created))
+        yield plain, codec.BallotRecord(ballot, codec.ENCRYPTED, ctx.h_e, created, h_i, signature)
+
+
+def run_encrypt(args: argparse.Namespace) -> int:
+    from node.parallel import worker_count
+
+    from .verifier import open_election
+
+    election = open_election(args.election)
+    ctx = election.context
+    if args.chaining and election.parameters.ballot_chaining == "Prohibited":
+        raise InputError("this election prohibits ballot chaining; run without --chaining")
+    if not args.chaining and election.parameters.ballot_chaining == "Required":
+        raise InputError("this election requires ballot chaining; run with --chaining")
+    if not args.device.strip():
+        raise InputError("--device must name the device")
+    try:
+        text = sys.stdin.read() if str(args.ballots) == "-" else args.ballots.read_text(encoding="utf-8")
+    except OSError as e:
+        raise InputError(f"cannot read {args.ballots}: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise InputError(f"{args.ballots}: not valid UTF-8") from None
+    plaintexts, refused = read_plaintexts(iter(text.splitlines()))
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    fresh = []
+    for ballot in plaintexts:
+        if (out / f"{ballot.ballot_id}.json").exists():
+            refused.append((f"ballot {ballot.ballot_id!r}", f"already encrypted into {out}"))
+        else:
+            fresh.append(ballot)
+    for what, reason in refused:
+        print(f"refused {what}: {reason}", file=sys.stderr)
+    refused_count = len(refused)
+    if len(fresh) / (args.workers or worker_count()) >= BULK_WINDOW_FROM:
+        ctx = ElectionContext(ctx.parameters, ctx.joint_key, ctx.joint_data_key, window=12)
+    chain = _load_chain(out, ctx, args.device) if args.chaining else None
+    encrypted = 0
+    for plain, rec in encrypt_records(ctx, fresh, args.device, chain, args.workers, Progress("encrypt")):
+        if isinstance(rec, str):
+            print(f"refused ballot {plain.ballot_id!r}: {rec}", file=sys.stderr)
+            refused_count += 1
+            continue
+        layout.atomic_write(out / f"{rec.ballot_id}.json", codec.canonical_bytes(codec.ballot_to_json(ctx.group, rec)))
+        if chain is not None:      # saved after the ballot, so the state never runs ahead of the files
+            _save_chain(out, ctx, chain)
+        encrypted += 1
+        print(f"encrypted {rec.ballot_id}  confirmation code {rec.ballot.confirmation_code.hex().upper()}", flush=True)
+    print(f"{encrypted} ballots encrypted into {out}" + (f", {refused_count} refused" if refused_count else ""))
+    return 1 if refused_count else 0
+
+
+def _load_chain(out: Path, ctx: ElectionContext, device: str) -> BallotChain:
+    path = out / CHAIN_STATE
+    chain = BallotChain(ctx.h_e, device)
+    if path.exists():
+        state = codec.load_json(path.read_bytes(), str(path))
+        if not isinstance(state, dict) or state.get("h_e") != codec.hex_hash(ctx.h_e):
+            raise InputError(f"{path}: chaining state of another election; use another --out directory")
+        last = state.get("devices", {}).get(device)
+        if last is not None:
+            chain.last = bytes.fromhex(last)
+    return chain
+
+
+def _save_chain(out: Path, ctx: ElectionContext, chain: BallotChain) -> None:
+    path = out / CHAIN_STATE
+    state = {"h_e": codec.hex_hash(ctx.h_e), "devices": {}}
+    if path.exists():
+        state = json.loads(path.read_bytes())
+    state["devices"][chain.device] = chain.last.hex().upper()
+    layout.atomic_write(path, codec.canonical_bytes(state))
+
+
+# --------------------------------------------------------------------------- ballots submit, tally
+
+
+def _expand(paths: Sequence[Path]) -> list[Path]:
+    out = []
+    for p in paths:
+        if p.is_dir():
+            out += sorted(x for x in p.iterdir() if x.suffix == ".json" and not x.name.startswith("."))
+        else:
+            out.append(p)
+    return out
+
+
+def run_submit(args: argparse.Namespace) -> int:
+    from .ballot_box import BallotBox, read_submission
+
+    if not args.cast and not args.challenge:
+        raise InputError("nothing to submit: give ballot files with --cast and/or --challenge")
+    submissions = [read_submission(p, codec.CAST) for p in _expand(args.cast)]
+    submissions += [read_submission(p, codec.CHALLENGED) for p in _expand(args.challenge)]
+    counts = {"accepted": 0, "refused": 0}
+
+    def report(o) -> None:
+        if o.accepted:
+            counts["accepted"] += 1
+            state = "cast" if o.state == codec.CAST else "challenged"
+            print(f"accepted {o.ballot_id} as {state}, confirmation code {o.confirmation_code}", flush=True)
+        else:
+            counts["refused"] += 1
+            who = f"ballot {o.ballot_id!r} ({o.source})" if o.ballot_id else o.source
+            print(f"refused {who}: {o.reason}", file=sys.stderr, flush=True)
+
+    with BallotBox.open(args.record) as box:
+        for note in box.recovery_notes:
+            print(f"recovered: {note}", file=sys.stderr)
+        box.submit(submissions, args.workers, report)
+    print(f"{counts['accepted']} accepted, {counts['refused']} refused")
+    return 1 if counts["refused"] else 0
+
+
+def run_tally(args: argparse.Namespace) -> int:
+    from .ballot_box import BallotBox
+
+    with BallotBox.open(args.record) as box:
+        for note in box.recovery_notes:
+            print(f"recovered: {note}", file=sys.stderr)
+        tally = box.tally()
+    print(f"encrypted tally of {tally.ballot_count} cast ballots written to {args.record / layout.ENCRYPTED_TALLY}")
+    return 0
+
+
+# --------------------------------------------------------------------------- verify
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    from .verifier import format_table, passed, results_to_json, verify_record
+
+    start = time.perf_counter()
+    results = verify_record(args.record, args.workers, Progress("verify: ballots"))
+    seconds = time.perf_counter() - start
+    if args.json:
+        print(json.dumps(results_to_json(args.record, results, seconds)))
+    else:
+        print(format_table(results, seconds))
+        bad = [r for r in results if r.ok is False]
+        if bad:
+            print(f"\nthe record does NOT verify: {len(bad)} steps failed, first: step "
+                  f"{(bad[0].number + ' ' + bad[0].step).strip()}: {bad[0].failure}")
+        else:
+            print("\nthe record verifies: every applicable step passed")
+    return 0 if passed(results) else 1
