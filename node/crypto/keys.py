@@ -215,11 +215,14 @@ def _share_challenge(h_p, group, i, l, gamma, c0, c1) -> mpz:
 
 def encrypt_share(
     group: Group, g_table: FixedBase, h_p: bytes, sender: int, recipient: int,
-    recipient_kappa: int, share: int, data_share: int, rng=None,
+    recipient_kappa: int, share: int, data_share: int, rng=None, nonce: int | None = None,
 ) -> EncryptedShare:
-    """Encrypt P_i(l) and P-hat_i(l) to guardian l's communication key (eqs 15-22)."""
+    """Encrypt P_i(l) and P-hat_i(l) to guardian l's communication key (eqs 15-22).
+
+    `nonce` (xi_i,l) may be given by a sender that keeps it, to reveal the share in public if accused.
+    """
     rng = rng or secrets.SystemRandom()
-    xi = _random_scalar(group, rng)
+    xi = mpz(nonce) if nonce is not None else _random_scalar(group, rng)
     alpha = g_table.pow(xi)                                                  # eq 15
     beta = multi_exp(group, [recipient_kappa], [xi])
     keys = _share_keys(h_p, group, sender, recipient, recipient_kappa, alpha, beta)
@@ -254,3 +257,23 @@ def decrypt_share(
     if share >= group.q or data_share >= group.q:
         raise ShareError(f"{who}: decrypted share is not in Z_q")
     return share, data_share
+
+
+def check_revealed_share(group: Group, g_table: FixedBase, h_p: bytes, encrypted: EncryptedShare,
+                         recipient_kappa: int, share: int, data_share: int, nonce: int) -> str | None:
+    """A share revealed in public to answer a complaint: does it match the ciphertext and the commitments?
+
+    Returns None when the reveal holds, else the reason it does not. The commitments are checked by the
+    caller with verify_share; this checks that the nonce opens the published ciphertext to these values
+    (eqs 15-21 recomputed in public).
+    """
+    if not (0 <= share < group.q and 0 <= data_share < group.q and 0 <= nonce < group.q):
+        return "revealed values out of range"
+    if g_table.pow(nonce) != encrypted.c0:
+        return "the revealed nonce does not match C0"
+    beta = multi_exp(group, [recipient_kappa], [nonce])
+    keys = _share_keys(h_p, group, encrypted.sender, encrypted.recipient, recipient_kappa, encrypted.c0, beta)
+    expected = xor_bytes(encode_q(group, share) + encode_q(group, data_share), keys[: 2 * group.q_bytes])
+    if expected != encrypted.c1:
+        return "the revealed share does not match the published ciphertext"
+    return None
