@@ -48,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"guardian {args.command}: error: {e}", file=sys.stderr)
         return 1
+    except BrokenPipeError:   # output piped into `head` and the like
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print(f"guardian {args.command}: interrupted", file=sys.stderr)
         return 130

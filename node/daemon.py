@@ -47,7 +47,7 @@ log = logging.getLogger("guardian.node")
 HANDSHAKE_TIMEOUT = 10.0
 SILENT_HEARTBEATS = 3
 CONTROL_MAX_REQUEST = 1 << 20
-NODE_MESSAGE_TYPES = frozenset({"note"})
+NODE_MESSAGE_TYPES = frozenset({"note", "ceremony-propose", "ceremony-accept", "ceremony-reject"})
 
 
 @dataclass
@@ -60,6 +60,7 @@ class PeerState:
     dial_failures: int = 0
     last_error: str = ""
     cancel: trio.CancelScope | None = None
+    connection: "Connection | None" = None
     writer_cursor: int | None = None
     cursor_set: trio.Event = field(default_factory=trio.Event)
 
@@ -90,6 +91,8 @@ class Node:
         self._outbox_changed = trio.Event()
         self.started = time.time()
         self.port: int | None = None
+        from .ceremonies import Ceremonies
+        self.ceremonies = Ceremonies(self)
 
     # --- running ------------------------------------------------------------------------------
 
@@ -99,6 +102,8 @@ class Node:
             server = await nursery.start(self._serve)
             self.port = server.port
             await nursery.start(self._serve_control)
+            self._nursery = nursery
+            self.ceremonies.restore(nursery)
             for peer in self.peers.values():
                 if peer.entry.sequence > self.me.sequence:
                     nursery.start_soon(self._dial_loop, peer)
@@ -204,6 +209,7 @@ class Node:
         connection = Connection(ws, handshake.link)
         with trio.CancelScope() as scope:
             peer.cancel = scope
+            peer.connection = connection
             peer.state, peer.connected_since = "connected", trio.current_time()
             peer.last_seen = trio.current_time()
             peer.connections += 1
@@ -218,6 +224,7 @@ class Node:
             finally:
                 if peer.cancel is scope:
                     peer.cancel = None
+                    peer.connection = None
                     peer.state = "disconnected"
                 log.info("link to %s closed", peer.entry.name)
         await _close(ws)
@@ -252,18 +259,39 @@ class Node:
                 peer.writer_cursor = since
                 peer.cursor_set.set()
                 continue
-            self.receive_envelope(payload, name)
+            self.receive_envelope(payload, name, relayed=kind == "relay")
 
-    def receive_envelope(self, frame: bytes, via: str) -> None:
-        """Check an envelope and commit it to the inbox; the node never raises on input."""
+    def receive_envelope(self, frame: bytes, via: str, relayed: bool = False) -> None:
+        """Check an envelope, commit it to the inbox, then act on it; the node never raises on input."""
         try:
             envelope = self.filter.check(frame)
         except EnvelopeError as e:
-            self._refuse(via, e)
+            if not (relayed and e.reason in ("replay", "own message")):   # a relayed copy we have is no fault
+                self._refuse(via, e)
             return
         self.db.accept(envelope, via)
         sender = self.roster.by_key(envelope.sender)
         log.info("accepted %s seq %d from %s", envelope.type, envelope.seq, sender.name if sender else "?")
+        try:
+            if envelope.session == NODE_SESSION:
+                if envelope.type != "note":
+                    self.ceremonies.on_node_message(envelope, sender.name)
+            else:
+                if envelope.type == "keys":
+                    # Relay every keys message once, so a guardian showing different keys to different
+                    # peers is caught by all (spec 3.2.2 step 1, H_G echo).
+                    self._nursery.start_soon(self._relay, bytes(frame), envelope.sender)
+                self.ceremonies.on_session_message(envelope)
+        except GuardianError as e:
+            log.warning("message %s from %s not acted on: %s", envelope.type, via, e)
+
+    async def _relay(self, frame: bytes, origin: bytes) -> None:
+        for key, peer in self.peers.items():
+            if key != origin and peer.connection is not None:
+                try:
+                    await peer.connection.send("relay", frame)
+                except LINK_CLOSED:
+                    pass
 
     def _refuse(self, peer: str, error: EnvelopeError) -> None:
         self.db.refuse(peer, error.reason, error.detail)
@@ -301,9 +329,13 @@ class Node:
         if len(envelope.encode()) > self.config.max_frame_bytes:
             raise InputError(f"message of {len(envelope.encode())} bytes exceeds max_frame_bytes")
         self.db.append_outbox(envelope, to)
+        self.outbox_changed()
+        return seq
+
+    def outbox_changed(self) -> None:
+        """Wake every link's writer: something new is committed to the outbox."""
         changed, self._outbox_changed = self._outbox_changed, trio.Event()
         changed.set()
-        return seq
 
     # --- the control channel ----------------------------------------------------------------------
 
@@ -361,6 +393,15 @@ class Node:
                     raise InputError(f"no guardian named {to!r} in the roster")
                 target = entry.public_key
             return {"seq": self.send(str(request["type"]), request.get("body"), target)}
+        if command == "ceremony-propose":
+            return {"session": self.ceremonies.propose(request["election"])}
+        if command == "ceremony-show":
+            return self.ceremonies.show(request.get("session"))
+        if command in ("ceremony-accept", "ceremony-reject"):
+            self.ceremonies.vote(request.get("session"), command == "ceremony-accept", request.get("why", ""))
+            return {"ok": True}
+        if command == "ceremony-status":
+            return self.ceremonies.status()
         if command == "inbox":
             result = []
             for e in self.db.inbox():
@@ -386,8 +427,10 @@ class Node:
             "name": self.me.name, "sequence": self.me.sequence, "guardians": len(self.roster),
             "fingerprint": self.identity.fingerprint, "listen": f"{self.config.listen_host}:{self.port}",
             "uptime_seconds": round(time.time() - self.started, 1), "peers": peers,
-            "other_refusals": refusals, "sessions": [{"id": s.hex(), "kind": "node" if s == NODE_SESSION else "?"}
-                                                     for s in sorted(self.filter.sessions)],
+            "other_refusals": refusals,
+            "sessions": [{"id": s.hex(), "kind": "node" if s == NODE_SESSION else "ceremony",
+                          "phase": self.ceremonies.running[s].transcript.phase if s in self.ceremonies.running
+                          else None} for s in sorted(self.filter.sessions)],
             **self.db.counts(),
         }
 
@@ -417,9 +460,9 @@ def _link_frame(frame: bytes) -> tuple[str, object]:
         value = msgpack.unpackb(frame, raw=False, strict_map_key=True, ext_hook=_no_ext)
     except Exception:
         raise EnvelopeError("malformed", "link frame is not msgpack") from None
-    if not isinstance(value, list) or len(value) != 2 or value[0] not in ("env", "sync", "hb"):
+    if not isinstance(value, list) or len(value) != 2 or value[0] not in ("env", "relay", "sync", "hb"):
         raise EnvelopeError("malformed", "unknown link frame")
-    if value[0] == "env" and not isinstance(value[1], bytes):
+    if value[0] in ("env", "relay") and not isinstance(value[1], bytes):
         raise EnvelopeError("malformed", "envelope frame without bytes")
     return value[0], value[1]
 

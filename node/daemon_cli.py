@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import logging
 import os
@@ -46,8 +47,26 @@ def register(sub) -> dict:
     status = sub.add_parser("status", help="ask the running node for its peers and sessions")
     status.add_argument("--config", type=Path, default=Path(DEFAULT_CONFIG))
     status.add_argument("--json", action="store_true", help="machine-readable output")
+
+    ceremony = sub.add_parser("ceremony", help="the key ceremony: propose, show, accept, reject, status")
+    actions = ceremony.add_subparsers(dest="action", metavar="ACTION")
+    propose = actions.add_parser("propose", help="propose an election config to every guardian")
+    propose.add_argument("--election", type=Path, required=True,
+                         help="election file (TOML): election, manifest, quorum, phase_timeout_seconds")
+    show_c = actions.add_parser("show", help="print a proposed election config and its hash")
+    accept = actions.add_parser("accept", help="sign the proposal's hash: this guardian agrees")
+    reject = actions.add_parser("reject", help="refuse the proposal, saying why")
+    reject.add_argument("--why", required=True, help="the reason, shown to every guardian")
+    status_c = actions.add_parser("status", help="phase, who has done what, who is awaited and for how long")
+    status_c.add_argument("--json", action="store_true")
+    for p in (propose, show_c, accept, reject, status_c):
+        p.add_argument("--config", type=Path, default=Path(DEFAULT_CONFIG))
+    for p in (show_c, accept, reject):
+        p.add_argument("session", nargs="?", default=None, help="the ceremony's hash or a prefix of it")
     return {"init": init_node, "roster": {"entry": roster_entry, "show": roster_show}, "run": run_node,
-            "status": node_status}
+            "status": node_status,
+            "ceremony": {"propose": ceremony_propose, "show": ceremony_show, "accept": ceremony_accept,
+                         "reject": ceremony_reject, "status": ceremony_status}}
 
 
 def init_node(args: argparse.Namespace) -> int:
@@ -148,3 +167,90 @@ def _setup_logging(path: Path, level: str) -> None:
     for handler in (logging.FileHandler(path), logging.StreamHandler(sys.stderr)):
         handler.setFormatter(formatter)
         root.addHandler(handler)
+
+
+def _control(args, request: dict):
+    import trio
+
+    from .daemon import control_request
+
+    return trio.run(control_request, load_node_config(args.config).control_socket, request)
+
+
+def load_election_file(path: Path) -> dict:
+    """The operator's election file: the election's name, the manifest file, the quorum, the phase timeout."""
+    import tomllib
+
+    try:
+        doc = tomllib.loads(path.read_text())
+    except OSError as e:
+        raise InputError(f"cannot read {path}: {e.strerror}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise InputError(f"{path}: not valid TOML: {e}") from None
+    unknown = set(doc) - {"election", "manifest", "quorum", "phase_timeout_seconds"}
+    if unknown or "manifest" not in doc or "quorum" not in doc:
+        raise InputError(f"{path}: needs manifest and quorum (and optionally election, phase_timeout_seconds); "
+                         f"unknown keys {sorted(unknown)}")
+    manifest = (path.parent / doc["manifest"])
+    try:
+        doc["manifest"] = json.loads(manifest.read_bytes())
+    except OSError as e:
+        raise InputError(f"cannot read the manifest {manifest}: {e.strerror}") from None
+    except ValueError:
+        raise InputError(f"the manifest {manifest} is not JSON") from None
+    return doc
+
+
+def ceremony_propose(args: argparse.Namespace) -> int:
+    result = _control(args, {"cmd": "ceremony-propose", "election": load_election_file(args.election)})
+    print(f"proposed ceremony {result['session']}")
+    print("every guardian now runs `guardian ceremony show` and `guardian ceremony accept` (or reject --why)")
+    return 0
+
+
+def ceremony_show(args: argparse.Namespace) -> int:
+    result = _control(args, {"cmd": "ceremony-show", "session": args.session})
+    config = result["config"]
+    print(f"ceremony {result['session']}  ({result['status']}, proposed by {result['proposer']})")
+    print(f"  election  {config['election']}")
+    print(f"  guardians n={config['n']}, quorum k={config['k']}; phase timeout {config['phase_timeout_seconds']} s")
+    for g in config["guardians"]:
+        print(f"    {g['sequence']:>3} {g['name']:<20} {fingerprint(base64.b64decode(g['public_key']))}")
+    contests = config["manifest"]["contests"]
+    print(f"  manifest  {config['manifest']['label']!r}: {len(contests)} contests, "
+          f"{sum(len(c['options']) for c in contests)} options")
+    for name, (vote, why) in result["votes"].items():
+        print(f"  {name}: {vote}" + (f" ({why})" if why else ""))
+    print(f"To agree: guardian ceremony accept {result['session'][:16]}")
+    return 0
+
+
+def ceremony_accept(args: argparse.Namespace) -> int:
+    _control(args, {"cmd": "ceremony-accept", "session": args.session})
+    print("accepted; the ceremony starts when every guardian has accepted")
+    return 0
+
+
+def ceremony_reject(args: argparse.Namespace) -> int:
+    _control(args, {"cmd": "ceremony-reject", "session": args.session, "why": args.why})
+    print("rejected")
+    return 0
+
+
+def ceremony_status(args: argparse.Namespace) -> int:
+    result = _control(args, {"cmd": "ceremony-status"})
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    if not result:
+        print("no ceremonies")
+    for c in result:
+        print(f"ceremony {c['session'][:16]}  {c['status']}" + (f", phase {c['phase']} for {c['phase_seconds']} s"
+                                                                 if "phase" in c else ""))
+        if c.get("waiting_for"):
+            print(f"  waiting for: {', '.join(c['waiting_for'])}")
+        for name, steps in c.get("done", {}).items():
+            print(f"  {name:<20} {' '.join(steps) or '-'}")
+        if c["outcome"]:
+            print(f"  outcome: {json.dumps(c['outcome'])}")
+    return 0

@@ -44,6 +44,25 @@ CREATE TABLE IF NOT EXISTS refusals (
     reason TEXT NOT NULL,
     detail TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS ceremonies (
+    session BLOB PRIMARY KEY,
+    config BLOB NOT NULL,          -- the canonical election config; its SHA-256 is the session id
+    proposer TEXT NOT NULL,
+    status TEXT NOT NULL,          -- proposed | running | complete | aborted | rejected | invalid
+    outcome TEXT NOT NULL DEFAULT '{}',
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS ceremony_votes (
+    session BLOB NOT NULL,
+    guardian TEXT NOT NULL,
+    vote TEXT NOT NULL,            -- accept | reject
+    why TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (session, guardian)
+);
+CREATE TABLE IF NOT EXISTS sealed_state (
+    session BLOB PRIMARY KEY,
+    sealed BLOB NOT NULL           -- the guardian's ceremony secrets, sealed with the node's storage key
+);
 CREATE TABLE IF NOT EXISTS audit (
     id INTEGER PRIMARY KEY,
     at REAL NOT NULL,
@@ -80,6 +99,65 @@ class NodeDatabase:
                 (envelope.seq, recipient, envelope.type, envelope.session, envelope.encode(), time.time()))
             self._audit("sent", {"seq": envelope.seq, "type": envelope.type,
                                  "to": recipient.hex()[:16] if recipient else "all"})
+
+    def append_outbox_with_state(self, envelopes: list[Envelope], session: bytes, sealed: bytes) -> None:
+        """Commit the sealed secret state and the messages that depend on it in one transaction."""
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute("INSERT OR REPLACE INTO sealed_state (session, sealed) VALUES (?, ?)", (session, sealed))
+            for envelope in envelopes:
+                self._db.execute(
+                    "INSERT INTO outbox (seq, recipient, type, session, envelope, created) VALUES (?, ?, ?, ?, ?, ?)",
+                    (envelope.seq, None, envelope.type, envelope.session, envelope.encode(), time.time()))
+                self._audit("sent", {"seq": envelope.seq, "type": envelope.type, "to": "all",
+                                     "session": envelope.session.hex()[:16]})
+
+    def sealed_state(self, session: bytes) -> bytes | None:
+        row = self._db.execute("SELECT sealed FROM sealed_state WHERE session = ?", (session,)).fetchone()
+        return bytes(row[0]) if row else None
+
+    def session_log(self, session: bytes) -> list[tuple[bytes, bool]]:
+        """Every envelope of a session, ours and our peers', in the order this node stored them."""
+        rows = self._db.execute(
+            "SELECT created, envelope, 1 FROM outbox WHERE session = ? UNION ALL "
+            "SELECT received, envelope, 0 FROM inbox WHERE session = ? ORDER BY 1", (session, session)).fetchall()
+        return [(bytes(env), bool(own)) for _, env, own in rows]
+
+    # --- ceremonies -------------------------------------------------------------------------------
+
+    def add_ceremony(self, session: bytes, config: bytes, proposer: str, status: str, outcome: dict) -> bool:
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            cursor = self._db.execute(
+                "INSERT OR IGNORE INTO ceremonies (session, config, proposer, status, outcome, created) "
+                "VALUES (?, ?, ?, ?, ?, ?)", (session, config, proposer, status, json.dumps(outcome), time.time()))
+            if cursor.rowcount:
+                self._audit("ceremony proposed", {"session": session.hex(), "by": proposer, "status": status})
+            return bool(cursor.rowcount)
+
+    def set_ceremony_status(self, session: bytes, status: str, outcome: dict | None = None) -> None:
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute("UPDATE ceremonies SET status = ?, outcome = COALESCE(?, outcome) WHERE session = ?",
+                             (status, json.dumps(outcome) if outcome is not None else None, session))
+            self._audit("ceremony " + status, {"session": session.hex(), **(outcome or {})})
+
+    def ceremonies(self) -> list[dict]:
+        rows = self._db.execute(
+            "SELECT session, config, proposer, status, outcome, created FROM ceremonies ORDER BY created").fetchall()
+        return [{"session": bytes(r[0]), "config": bytes(r[1]), "proposer": r[2], "status": r[3],
+                 "outcome": json.loads(r[4]), "created": r[5]} for r in rows]
+
+    def vote(self, session: bytes, guardian: str, vote: str, why: str = "") -> None:
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute("INSERT OR REPLACE INTO ceremony_votes (session, guardian, vote, why) VALUES (?, ?, ?, ?)",
+                             (session, guardian, vote, why[:500]))
+            self._audit("ceremony vote", {"session": session.hex(), "guardian": guardian, "vote": vote, "why": why})
+
+    def votes(self, session: bytes) -> dict[str, tuple[str, str]]:
+        rows = self._db.execute("SELECT guardian, vote, why FROM ceremony_votes WHERE session = ?", (session,))
+        return {g: (v, w) for g, v, w in rows}
 
     def outbox_for(self, peer: bytes, after_seq: int) -> list[tuple[int, bytes]]:
         rows = self._db.execute(

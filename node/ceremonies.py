@@ -1,0 +1,320 @@
+"""The node's key ceremonies: the edge between the daemon and the sans-I/O ceremony machine.
+
+It keeps, for each ceremony this node takes part in, the election config, the votes
+of the guardians on it, and once all n accepted, a Transcript and this node's
+Guardian. Every step commits the guardian's sealed state together with the
+messages that depend on it before anything is sent; after a restart, the
+transcript is rebuilt from the stored messages and the guardian from its
+sealed state, so nothing is computed twice with different randomness.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import nacl.hash
+import nacl.encoding
+import nacl.secret
+import trio
+
+from .crypto.errors import GuardianError, InputError
+from .crypto.local_ceremony import CeremonyResult
+from .crypto.manifest import parse_manifest
+from .crypto.election import ElectionContext
+from .protocol.ceremony import MESSAGE_TYPES, CeremonyFault, Guardian, Transcript
+from .protocol.election_config import ConfigGuardian, ElectionConfig, default_phase_timeout, parse_election_config
+from .protocol.envelope import NODE_SESSION, Envelope, decode_envelope, seal_envelope
+
+if TYPE_CHECKING:
+    from .daemon import Node
+
+log = logging.getLogger("guardian.ceremony")
+NODE_TYPES = frozenset({"ceremony-propose", "ceremony-accept", "ceremony-reject"})
+
+
+class Running:
+    """One ceremony under way on this node."""
+
+    def __init__(self, config: ElectionConfig, me: int, state: dict | None) -> None:
+        self.config = config
+        self.transcript = Transcript(config)
+        self.guardian = Guardian(self.transcript, me, state)
+        self.phase_started = trio.current_time()
+        self.phase = self.transcript.phase
+        self.changed = trio.Event()
+
+
+class Ceremonies:
+    def __init__(self, node: "Node") -> None:
+        self.node = node
+        self.running: dict[bytes, Running] = {}
+        seed = bytes(node.identity.signing_key)
+        # The storage key never leaves memory: derived from the identity, itself sealed under the passphrase.
+        key = nacl.hash.blake2b(seed, digest_size=32, person=b"gn-storage-key", encoder=nacl.encoding.RawEncoder)
+        self._box = nacl.secret.SecretBox(key)
+
+    # --- start and restart ----------------------------------------------------------------------
+
+    def restore(self, nursery: trio.Nursery) -> None:
+        self._nursery = nursery
+        for c in self.node.db.ceremonies():
+            if c["status"] == "running":
+                self._start(parse_election_config(c["config"]), replay=True)
+
+    def _start(self, config: ElectionConfig, replay: bool = False) -> None:
+        session = config.session
+        me = config.guardian_by_key(self.node.identity.public_key).sequence
+        sealed = self.node.db.sealed_state(session)
+        state = json.loads(self._box.decrypt(sealed)) if sealed else None
+        run = Running(config, me, state)
+        self.running[session] = run
+        self.node.filter.sessions.add(session)
+        self.node.filter.accepted_types[session] = MESSAGE_TYPES
+        if replay:
+            for raw, own in self.node.db.session_log(session):
+                envelope = decode_envelope(raw, 64 * 2**20)
+                if own:
+                    run.guardian.note_sent(envelope.type, envelope.body)
+                self._feed(run, envelope)
+        self._nursery.start_soon(self._deadlines, session)
+        self.step(session)
+        log.info("ceremony %s %s: phase %s", session.hex()[:16], "resumed" if replay else "started",
+                 run.transcript.phase)
+
+    # --- proposals and votes (node session) ----------------------------------------------------------
+
+    def propose(self, election: dict) -> str:
+        """Build the election config from an election file's contents and this node's roster; broadcast it."""
+        roster = self.node.roster
+        manifest = parse_manifest(election["manifest"])
+        k = election.get("quorum")
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= len(roster):
+            raise InputError(f"quorum must be between 1 and the number of guardians ({len(roster)})")
+        timeout = float(election.get("phase_timeout_seconds") or default_phase_timeout(len(roster)))
+        config = ElectionConfig(
+            str(election.get("election") or manifest.label), k,
+            tuple(ConfigGuardian(e.sequence, e.name, e.public_key) for e in roster.entries),
+            manifest, timeout, secrets.token_hex(16))
+        data = config.canonical_bytes()
+        parse_election_config(data)   # the same checks a peer will make
+        self.node.db.add_ceremony(config.session, data, self.node.me.name, "proposed", {})
+        self.node.send("ceremony-propose", {"config": data})
+        return config.session.hex()
+
+    def vote(self, session_hex: str, accept: bool, why: str = "") -> None:
+        session = self._session(session_hex)
+        record = self._ceremony(session)
+        if record["status"] != "proposed":
+            raise InputError(f"ceremony {session_hex[:16]} is {record['status']}, not open for votes")
+        if not accept and not why.strip():
+            raise InputError("a rejection needs a reason (--why)")
+        self.node.send("ceremony-accept" if accept else "ceremony-reject",
+                       {"session": session, **({} if accept else {"why": why[:500]})})
+        self._record_vote(session, self.node.me.name, "accept" if accept else "reject", why)
+
+    def on_node_message(self, envelope: Envelope, sender: str) -> None:
+        body = envelope.body if isinstance(envelope.body, dict) else {}
+        if envelope.type == "ceremony-propose":
+            data = body.get("config")
+            try:
+                if not isinstance(data, bytes):
+                    raise InputError("no config bytes")
+                config = parse_election_config(data)
+                self._check_roster(config)
+                status, outcome = "proposed", {}
+            except GuardianError as e:
+                config, status, outcome = None, "invalid", {"reason": str(e)[:300]}
+                log.warning("invalid ceremony proposal from %s: %s", sender, e)
+            if isinstance(data, bytes):
+                import hashlib
+                self.node.db.add_ceremony(hashlib.sha256(data).digest(), data, sender, status, outcome)
+                if config is not None:
+                    self._maybe_start(config.session)
+            return
+        session = body.get("session")
+        if not isinstance(session, bytes) or len(session) != 32:
+            return
+        if envelope.type == "ceremony-accept":
+            self._record_vote(session, sender, "accept", "")
+        else:
+            why = body.get("why") if isinstance(body.get("why"), str) else ""
+            self._record_vote(session, sender, "reject", why)
+
+    def _record_vote(self, session: bytes, guardian: str, vote: str, why: str) -> None:
+        self.node.db.vote(session, guardian, vote, why)
+        if vote == "reject":
+            for c in self.node.db.ceremonies():
+                if c["session"] == session and c["status"] == "proposed":
+                    self.node.db.set_ceremony_status(session, "rejected", {"by": guardian, "why": why})
+        self._maybe_start(session)
+
+    def _maybe_start(self, session: bytes) -> None:
+        records = [c for c in self.node.db.ceremonies() if c["session"] == session]
+        if not records or records[0]["status"] != "proposed" or session in self.running:
+            return
+        votes = self.node.db.votes(session)
+        names = {e.name for e in self.node.roster.entries}
+        if {g for g, (v, _) in votes.items() if v == "accept"} >= names:
+            self.node.db.set_ceremony_status(session, "running")
+            self._start(parse_election_config(records[0]["config"]))
+
+    def _check_roster(self, config: ElectionConfig) -> None:
+        mine = [(e.sequence, e.public_key) for e in self.node.roster.entries]
+        theirs = [(g.sequence, g.public_key) for g in config.guardians]
+        if mine != theirs:
+            raise InputError("the proposal's guardians differ from this node's roster")
+
+    # --- the ceremony itself ----------------------------------------------------------------------
+
+    def on_session_message(self, envelope: Envelope) -> None:
+        run = self.running.get(envelope.session)
+        if run is None:
+            return
+        self._feed(run, envelope)
+        self.step(envelope.session)
+
+    def _feed(self, run: Running, envelope: Envelope) -> None:
+        sender = run.config.guardian_by_key(envelope.sender)
+        try:
+            run.transcript.receive(sender.sequence, envelope.type, envelope.body, envelope.digest)
+        except CeremonyFault as e:
+            log.warning("ceremony %s aborted: %s", envelope.session.hex()[:16], e)
+        except GuardianError as e:
+            log.warning("ceremony message refused: %s", e)
+
+    def step(self, session: bytes) -> None:
+        """Let the guardian act until it has nothing more to send; commit, then send."""
+        run = self.running[session]
+        while True:
+            sends = run.guardian.act()
+            if not sends:
+                break
+            envelopes = []
+            seq = self.node.db.next_seq()
+            for i, s in enumerate(sends):
+                envelopes.append(seal_envelope(self.node.identity.signing_key, s.type, session, seq + i, s.body))
+            sealed = self._box.encrypt(json.dumps(run.guardian.state).encode())
+            self.node.db.append_outbox_with_state(envelopes, session, bytes(sealed))
+            self.node.outbox_changed()
+            for envelope in envelopes:
+                self._feed(run, envelope)         # our own messages pass the same checks
+        self._after_step(session, run)
+
+    def _after_step(self, session: bytes, run: Running) -> None:
+        t = run.transcript
+        if t.phase != run.phase:
+            run.phase, run.phase_started = t.phase, trio.current_time()
+            event, run.changed = run.changed, trio.Event()
+            event.set()
+        if t.outcome is None:
+            return
+        status = "complete" if t.outcome.status == "complete" else "aborted"
+        records = [c for c in self.node.db.ceremonies() if c["session"] == session]
+        if records and records[0]["status"] == "running":
+            outcome = {"culprits": t.outcome.culprits, "reason": t.outcome.reason}
+            if status == "complete":
+                outcome = {"joint_key_sha256": _short(t.expected_result()["joint_key"]),
+                           "h_e": t.expected_result()["h_e"].hex(), "export": str(self._export(session, run))}
+            self.node.db.set_ceremony_status(session, status, outcome)
+            log.info("ceremony %s %s %s", session.hex()[:16], status, outcome)
+
+    async def _deadlines(self, session: bytes) -> None:
+        run = self.running[session]
+        while run.transcript.outcome is None:
+            deadline = run.phase_started + run.config.phase_timeout
+            changed = run.changed
+            with trio.move_on_at(deadline):
+                await changed.wait()
+                continue
+            if run.transcript.outcome is None and trio.current_time() >= deadline:
+                try:
+                    run.transcript.timeout()
+                except CeremonyFault as e:
+                    log.warning("ceremony %s timed out: %s", session.hex()[:16], e)
+                self.step(session)
+
+    def _export(self, session: bytes, run: Running) -> Path:
+        """The ElectionGuard 2.1 public election files, the config and every guardian's signed result."""
+        from .record.local import write_election
+
+        t = run.transcript
+        directory = self.node.config.data_dir / "ceremonies" / session.hex()
+        ctx = ElectionContext(t.parameters, *t.joint_keys)
+        result = CeremonyResult(ctx, tuple(t.keys[i] for i in t.everyone), {}, t.record_hash)
+        from .record import layout
+
+        write_election(directory, result, run.config.election, method="key ceremony across guardian nodes")
+        record = layout.Record(directory)
+        signed = [raw.hex() for raw, _ in self.node.db.session_log(session)
+                  if decode_envelope(raw, 64 * 2**20).type == "result"]
+        digests = {"election_config.json": record.write("election_config.json", run.config.canonical_bytes()),
+                   "ceremony_results.json": record.write("ceremony_results.json",
+                                                         json.dumps({"signed_results": signed}).encode())}
+        record.update_index((), digests)
+        return directory
+
+    # --- status ----------------------------------------------------------------------------------
+
+    def status(self) -> list[dict]:
+        now = trio.current_time()
+        result = []
+        for c in self.node.db.ceremonies():
+            session = c["session"]
+            entry = {"session": session.hex(), "status": c["status"], "proposer": c["proposer"],
+                     "outcome": c["outcome"]}
+            try:
+                config = parse_election_config(c["config"])
+                entry.update({"election": config.election, "n": config.n, "k": config.k,
+                              "phase_timeout_seconds": config.phase_timeout})
+            except GuardianError:
+                pass
+            votes = self.node.db.votes(session)
+            entry["votes"] = {g: {"vote": v, "why": w} for g, (v, w) in votes.items()}
+            run = self.running.get(session)
+            if run is not None:
+                t = run.transcript
+                names = {g.sequence: g.name for g in run.config.guardians}
+                entry.update({"phase": t.phase, "phase_seconds": round(now - run.phase_started, 1),
+                              "waiting_for": [names[i] for i in t.waiting_for()],
+                              "done": {names[i]: self._done(t, i) for i in t.everyone}})
+            result.append(entry)
+        return result
+
+    @staticmethod
+    def _done(t: Transcript, i: int) -> list[str]:
+        steps = [("keys", t.keys), ("echo", t.echoes), ("shares", t.shares), ("check", t.checks),
+                 ("result", t.results)]
+        return [name for name, have in steps if i in have]
+
+    def show(self, session_hex: str | None) -> dict:
+        records = self.node.db.ceremonies()
+        if session_hex:
+            records = [c for c in records if c["session"].hex().startswith(session_hex.lower())]
+        if not records:
+            raise InputError("no such ceremony proposal")
+        c = records[-1]
+        return {"session": c["session"].hex(), "status": c["status"], "proposer": c["proposer"],
+                "config": json.loads(c["config"]), "votes": self.node.db.votes(c["session"])}
+
+    def _session(self, session_hex: str | None) -> bytes:
+        records = [c for c in self.node.db.ceremonies()
+                   if not session_hex or c["session"].hex().startswith(session_hex.lower())]
+        if not session_hex:
+            records = [c for c in records if c["status"] == "proposed"]
+        if len(records) != 1:
+            raise InputError("name the ceremony by (a prefix of) its hash: "
+                             + (", ".join(c["session"].hex()[:16] for c in records) or "none proposed"))
+        return records[0]["session"]
+
+    def _ceremony(self, session: bytes) -> dict:
+        return next(c for c in self.node.db.ceremonies() if c["session"] == session)
+
+
+def _short(data: bytes) -> str:
+    import hashlib
+    return hashlib.sha256(data).hexdigest()[:16]
