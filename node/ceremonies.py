@@ -10,6 +10,7 @@ sealed state, so nothing is computed twice with different randomness.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import secrets
@@ -63,27 +64,35 @@ class Ceremonies:
     def restore(self, nursery: trio.Nursery) -> None:
         self._nursery = nursery
         for c in self.node.db.ceremonies():
-            if c["status"] == "running":
-                self._start(parse_election_config(c["config"]), replay=True)
+            if c["status"] == "proposed":
+                self._listen(c["session"])
+            elif c["status"] == "running":
+                self._start(parse_election_config(c["config"]))
 
-    def _start(self, config: ElectionConfig, replay: bool = False) -> None:
+    def _listen(self, session: bytes) -> None:
+        """Take messages of a proposed ceremony into the inbox at once: a faster peer may start it
+        (all n accepts reached it) before the last accept reaches us; they are replayed at our start."""
+        self.node.filter.sessions.add(session)
+        self.node.filter.accepted_types[session] = MESSAGE_TYPES
+
+    def _start(self, config: ElectionConfig) -> None:
+        """Start (or, after a restart, resume) a ceremony: replay every stored message of it, ours
+        included, then let the guardian act on what is left to do."""
         session = config.session
         me = config.guardian_by_key(self.node.identity.public_key).sequence
         sealed = self.node.db.sealed_state(session)
         state = json.loads(self._box.decrypt(sealed)) if sealed else None
         run = Running(config, me, state)
         self.running[session] = run
-        self.node.filter.sessions.add(session)
-        self.node.filter.accepted_types[session] = MESSAGE_TYPES
-        if replay:
-            for raw, own in self.node.db.session_log(session):
-                envelope = decode_envelope(raw, 64 * 2**20)
-                if own:
-                    run.guardian.note_sent(envelope.type, envelope.body)
-                self._feed(run, envelope)
+        self._listen(session)
+        for raw, own in self.node.db.session_log(session):
+            envelope = decode_envelope(raw, 64 * 2**20)
+            if own:
+                run.guardian.note_sent(envelope.type, envelope.body)
+            self._feed(run, envelope)
         self._nursery.start_soon(self._deadlines, session)
         self.step(session)
-        log.info("ceremony %s %s: phase %s", session.hex()[:16], "resumed" if replay else "started",
+        log.info("ceremony %s %s: phase %s", session.hex()[:16], "resumed" if sealed else "started",
                  run.transcript.phase)
 
     # --- proposals and votes (node session) ----------------------------------------------------------
@@ -103,6 +112,7 @@ class Ceremonies:
         data = config.canonical_bytes()
         parse_election_config(data)   # the same checks a peer will make
         self.node.db.add_ceremony(config.session, data, self.node.me.name, "proposed", {})
+        self._listen(config.session)
         self.node.send("ceremony-propose", {"config": data})
         return config.session.hex()
 
@@ -131,9 +141,9 @@ class Ceremonies:
                 config, status, outcome = None, "invalid", {"reason": str(e)[:300]}
                 log.warning("invalid ceremony proposal from %s: %s", sender, e)
             if isinstance(data, bytes):
-                import hashlib
                 self.node.db.add_ceremony(hashlib.sha256(data).digest(), data, sender, status, outcome)
                 if config is not None:
+                    self._listen(config.session)
                     self._maybe_start(config.session)
             return
         session = body.get("session")
@@ -316,5 +326,4 @@ class Ceremonies:
 
 
 def _short(data: bytes) -> str:
-    import hashlib
     return hashlib.sha256(data).hexdigest()[:16]
