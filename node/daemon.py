@@ -277,9 +277,9 @@ class Node:
                 if envelope.type != "note":
                     self.ceremonies.on_node_message(envelope, sender.name)
             else:
-                if envelope.type == "keys":
-                    # Relay every keys message once, so a guardian showing different keys to different
-                    # peers is caught by all (spec 3.2.2 step 1, H_G echo).
+                if envelope.type in ("keys", "share-check"):
+                    # Relay these once, so a guardian showing different keys or complaints to different
+                    # peers is caught by all (spec 3.2.2 step 1, H_G echo; the check views in results).
                     self._nursery.start_soon(self._relay, bytes(frame), envelope.sender)
                 self.ceremonies.on_session_message(envelope)
         except GuardianError as e:

@@ -282,12 +282,12 @@ class Transcript:
         self.checks[sender] = tuple(sorted(accused))
 
     def _on_reveal(self, sender, body, digest, what):
-        if self.phase != "complaints":
-            raise MalformedMessage(f"{what}: no complaint is open")
         l = _field(body, "to", int, what)
-        if (sender, l) not in self.complaints():
-            raise MalformedMessage(f"{what}: nobody complained about the share to guardian {l}")
         if (sender, l) in self.reveals:
+            return                      # a copy of a reveal we already checked
+        if (sender, l) not in self.complaints() or self.phase != "complaints":
+            # Nobody (that we know of) complained: revealing one's own share harms only oneself, and a
+            # guardian may have been shown a complaint we were not (caught by the check views in results).
             return
         share = _int(_field(body, "share", bytes, what), self.group.q_bytes, what)
         data_share = _int(_field(body, "data_share", bytes, what), self.group.q_bytes, what)
@@ -309,18 +309,38 @@ class Transcript:
         if status == "abort":
             culprits = _field(body, "culprits", list, what)
             reason = _field(body, "reason", str, what)
+            if not all(isinstance(c, int) and not isinstance(c, bool) and c in self.everyone for c in culprits):
+                raise MalformedMessage(f"{what}: culprits must be guardian indices")
             self.results[sender] = {"status": "abort"}
-            self._fault([c for c in culprits if isinstance(c, int)],
-                        f"guardian {sender} aborted the ceremony: {reason[:300]}")
+            # We cannot check a peer's local verdict; the reason says whose claim it is.
+            self._fault(culprits, f"guardian {sender} aborted the ceremony: {reason[:300]}")
+        if status != "success":
+            raise MalformedMessage(f"{what}: status must be success or abort")
         self._expect("result", sender, what)
+        checks = _field(body, "checks", list, what)
+        if len(checks) != self.n or not all(
+                isinstance(c, list) and all(isinstance(j, int) and not isinstance(j, bool) for j in c)
+                for c in checks):
+            raise MalformedMessage(f"{what}: checks must list every guardian's complaints")
+        mine = self.check_view()
+        differing = [i for i in self.everyone if sorted(checks[i - 1]) != mine[i - 1]]
+        if differing:
+            # A guardian's signed share check reads differently here and at `sender`. Relayed checks
+            # normally catch the equivocator in _on_share_check first; without that evidence we cannot
+            # tell whether it or `sender` lies, so both are named.
+            self._fault(differing + [sender], f"guardian {sender}'s result lists other share checks "
+                                              f"than we received from guardian(s) {differing}")
         result = {"status": "success", "h_g": _field(body, "h_g", bytes, what),
                   "h_e": _field(body, "h_e", bytes, what),
                   "joint_key": _field(body, "joint_key", bytes, what),
-                  "joint_data_key": _field(body, "joint_data_key", bytes, what)}
-        expected = self.expected_result()
-        if result != expected:
+                  "joint_data_key": _field(body, "joint_data_key", bytes, what), "checks": checks}
+        if result != self.expected_result():
             self._fault([sender], "signed a result that differs from the transcript")
         self.results[sender] = result
+
+    def check_view(self) -> list[list[int]]:
+        """Every guardian's complaints as this transcript received them: signed into each result."""
+        return [list(self.checks.get(i, ())) for i in self.everyone]
 
     def _expect(self, phase: str, sender: int, what: str) -> None:
         # receive() holds messages of later phases back, so this only guards direct callers.
@@ -383,7 +403,8 @@ class Transcript:
         k_joint, k_hat = self.joint_keys
         h_e = extended_base_hash(self.group, self.parameters.h_b, k_joint, k_hat)     # eq 30
         return {"status": "success", "h_g": self.record_hash, "h_e": h_e,
-                "joint_key": _p(self.group, k_joint), "joint_data_key": _p(self.group, k_hat)}
+                "joint_key": _p(self.group, k_joint), "joint_data_key": _p(self.group, k_hat),
+                "checks": self.check_view()}
 
     def revealed_share(self, accused: int, complainer: int):
         return self.reveals.get((accused, complainer))
@@ -406,7 +427,7 @@ class Guardian:
 
     def __init__(self, transcript: Transcript, index: int, state: dict | None = None, rng=None) -> None:
         self.t, self.index = transcript, index
-        self.state = state or {}
+        self.state = state if state is not None else {}
         self.sent: set[str] = set()
         self.rng = rng or secrets.SystemRandom()
 
