@@ -120,6 +120,10 @@ def main() -> int:
     links.add_argument("--messages", type=int, default=500)
     links.add_argument("--rounds", type=int, default=50)
     links.add_argument("--json", action="store_true", help="only the JSON object")
+    ceremony = sub.add_parser("ceremony", help="the key ceremony across n guardian run processes on loopback")
+    ceremony.add_argument("--nodes", type=int, default=5, help="guardians n (default 5)")
+    ceremony.add_argument("--quorum", type=int, default=3, help="quorum k (default 3)")
+    ceremony.add_argument("--json", action="store_true", help="only the JSON object")
     record = sub.add_parser("record", help="encrypt, submit and verify full ballots; the verifier's wall time")
     record.add_argument("--ballots", type=int, default=20, help="full ballots to run through the record (default 20)")
     record.add_argument("--json", action="store_true", help="only the JSON object")
@@ -127,6 +131,9 @@ def main() -> int:
     if args.suite == "record":
         from bench.record import bench_record
         result = bench_record(args.ballots)
+    elif args.suite == "ceremony":
+        from bench.ceremony import bench_ceremony
+        result = bench_ceremony(args.nodes, args.quorum)
     elif args.suite == "links":
         from bench.links import bench_links
         result = bench_links(args.messages, args.rounds)

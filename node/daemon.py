@@ -18,6 +18,7 @@ a restart or reconnect resends exactly what a peer has not seen.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -39,7 +40,7 @@ from .crypto.errors import GuardianError, InputError
 from .identity import Identity, fingerprint
 from .protocol.envelope import NODE_SESSION, EnvelopeError, seal_envelope
 from .protocol.handshake import DIALER, LISTENER, Handshake, HandshakeError, LinkError, SecureLink
-from .protocol.inbound import InboundFilter
+from .protocol.inbound import Equivocation, InboundFilter
 from .storage.db import NodeDatabase
 
 log = logging.getLogger("guardian.node")
@@ -60,7 +61,7 @@ class PeerState:
     dial_failures: int = 0
     last_error: str = ""
     cancel: trio.CancelScope | None = None
-    connection: "Connection | None" = None
+    connection: "Connection | None" = None     # the live link, while connected
     writer_cursor: int | None = None
     cursor_set: trio.Event = field(default_factory=trio.Event)
 
@@ -265,33 +266,45 @@ class Node:
         """Check an envelope, commit it to the inbox, then act on it; the node never raises on input."""
         try:
             envelope = self.filter.check(frame)
+        except Equivocation as e:
+            # Signed twice with one sequence number: counted against the signer, and handed to its
+            # session as evidence, whoever relayed it.
+            signer = self.roster.by_key(e.envelope.sender)
+            self._refuse(signer.name if signer else via, e)
+            self._relay(e.envelope)
+            self._act_on(e.envelope, via)
+            return
         except EnvelopeError as e:
-            if not (relayed and e.reason in ("replay", "own message")):   # a relayed copy we have is no fault
+            if e.reason == "replay" and not relayed and self.db.mark_direct(hashlib.sha256(bytes(frame)).digest()):
+                return      # first seen relayed, now from its sender: no fault, and its cursor may advance
+            # A relayed copy we already have, or one for a ceremony we no longer follow, is no fault.
+            if not (relayed and e.reason in ("replay", "own message", "unknown session")):
                 self._refuse(via, e)
             return
-        self.db.accept(envelope, via)
+        self.db.accept(envelope, via, direct=not relayed)
         sender = self.roster.by_key(envelope.sender)
         log.info("accepted %s seq %d from %s", envelope.type, envelope.seq, sender.name if sender else "?")
+        self._act_on(envelope, via)
+
+    def _act_on(self, envelope, via: str) -> None:
+        sender = self.roster.by_key(envelope.sender)
         try:
             if envelope.session == NODE_SESSION:
                 if envelope.type != "note":
                     self.ceremonies.on_node_message(envelope, sender.name)
             else:
-                if envelope.type in ("keys", "share-check"):
-                    # Relay these once, so a guardian showing different keys or complaints to different
-                    # peers is caught by all (spec 3.2.2 step 1, H_G echo; the check views in results).
-                    self._nursery.start_soon(self._relay, bytes(frame), envelope.sender)
+                self._relay(envelope)
                 self.ceremonies.on_session_message(envelope)
         except GuardianError as e:
             log.warning("message %s from %s not acted on: %s", envelope.type, via, e)
 
-    async def _relay(self, frame: bytes, origin: bytes) -> None:
-        for key, peer in self.peers.items():
-            if key != origin and peer.connection is not None:
-                try:
-                    await peer.connection.send("relay", frame)
-                except LINK_CLOSED:
-                    pass
+    def _relay(self, envelope) -> None:
+        """Pass keys messages and share checks on to every peer, through the outbox (durable, in order),
+        so a guardian showing different keys or complaints to different peers is caught by all
+        (spec 3.2.2 step 1, the H_G echo; the check views signed into the results)."""
+        if envelope.type in ("keys", "share-check") and envelope.sender != self.identity.public_key:
+            if self.db.append_relay(envelope):
+                self.outbox_changed()
 
     def _refuse(self, peer: str, error: EnvelopeError) -> None:
         self.db.refuse(peer, error.reason, error.detail)
@@ -302,8 +315,10 @@ class Node:
         cursor = peer.writer_cursor or 0
         while True:
             changed = self._outbox_changed
+            own = self.identity.public_key
             for seq, envelope in self.db.outbox_for(peer.entry.public_key, cursor):
-                await connection.send("env", envelope)
+                # Another guardian's envelope in our outbox is a relay: its duplicates are no fault.
+                await connection.send("env" if _signer(envelope) == own else "relay", envelope)
                 cursor = seq
             await changed.wait()
 
@@ -358,11 +373,18 @@ class Node:
             async with trio.open_nursery() as nursery:
                 while True:
                     conn, _ = await sock.accept()
-                    nursery.start_soon(self._control_session, trio.SocketStream(conn))
+                    nursery.start_soon(self._guarded_control_session, trio.SocketStream(conn))
         finally:
             sock.close()
             with _suppress():
                 path.unlink()
+
+    async def _guarded_control_session(self, stream: trio.SocketStream) -> None:
+        """A control client can only ever cost its own session, never the node."""
+        try:
+            await self._control_session(stream)
+        except Exception:
+            log.exception("internal error on a control session")
 
     async def _control_session(self, stream: trio.SocketStream) -> None:
         async with stream:
@@ -378,7 +400,10 @@ class Node:
                 response = {"ok": True, "result": self.control(request)}
             except (GuardianError, ValueError, KeyError, TypeError) as e:
                 response = {"ok": False, "error": str(e)}
-            await stream.send_all(json.dumps(response).encode() + b"\n")
+            try:
+                await stream.send_all(json.dumps(response).encode() + b"\n")
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                log.info("a control client left before its answer")
 
     def control(self, request: dict):
         command = request.get("cmd")
@@ -453,6 +478,14 @@ async def _until_closed(scope: trio.CancelScope, task, *args) -> None:
     except Exception:   # a bug must cost one link, not the node: log it and close the link
         log.exception("internal error on a link; closing it")
         scope.cancel()
+
+
+def _signer(envelope: bytes) -> bytes | None:
+    """The sender key of an encoded envelope from our own outbox (already well formed)."""
+    try:
+        return msgpack.unpackb(envelope, raw=False)[3]
+    except Exception:
+        return None
 
 
 def _link_frame(frame: bytes) -> tuple[str, object]:

@@ -294,7 +294,8 @@ class Cluster:
     def stop(self) -> None:
         for node in self.nodes:
             node.kill()
-        shutil.rmtree(self.base, ignore_errors=True)
+        if not os.environ.get("GN_KEEP_CLUSTERS"):
+            shutil.rmtree(self.base, ignore_errors=True)
 
     def diagnostics(self) -> str:
         return "\n".join(f"--- {n.name} ---\n{n.output()[-2500:]}" for n in self.nodes)

@@ -14,6 +14,17 @@ from typing import Iterable
 from .envelope import Envelope, EnvelopeError, decode_envelope
 
 
+class Equivocation(EnvelopeError):
+    """A validly signed envelope that reuses a sequence number of its sender with other content.
+
+    The fault is the signer's, not the peer's that carried it: `envelope` is the evidence.
+    """
+
+    def __init__(self, envelope: Envelope) -> None:
+        super().__init__("conflicting sequence number", f"seq {envelope.seq} signed twice")
+        self.envelope = envelope
+
+
 @dataclass
 class InboundFilter:
     roster_keys: frozenset[bytes]
@@ -48,7 +59,7 @@ class InboundFilter:
         previous = self._by_seq.get((envelope.sender, envelope.seq))
         if previous is not None:
             # Two different envelopes signed with one sequence number: evidence of equivocation.
-            raise EnvelopeError("conflicting sequence number", f"seq {envelope.seq} signed twice")
+            raise Equivocation(envelope)
         self._seen.add(digest)
         self._by_seq[(envelope.sender, envelope.seq)] = digest
         return envelope

@@ -20,12 +20,13 @@ DB_FILE = "node.sqlite3"
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS outbox (
-    seq INTEGER PRIMARY KEY,
+    seq INTEGER PRIMARY KEY,       -- the order peers receive rows in; our own envelopes carry it
     recipient BLOB,                -- NULL: every peer
     type TEXT NOT NULL,
     session BLOB NOT NULL,
     envelope BLOB NOT NULL,
-    created REAL NOT NULL
+    created REAL NOT NULL,
+    relayed BLOB                   -- for another guardian's envelope we pass on: its digest; else NULL
 );
 CREATE TABLE IF NOT EXISTS inbox (
     digest BLOB PRIMARY KEY,
@@ -35,6 +36,7 @@ CREATE TABLE IF NOT EXISTS inbox (
     session BLOB NOT NULL,
     envelope BLOB NOT NULL,
     received REAL NOT NULL,
+    direct INTEGER NOT NULL DEFAULT 1,   -- 1: from the sender's own link; 0: relayed by another peer
     UNIQUE (sender, seq)
 );
 CREATE TABLE IF NOT EXISTS refusals (
@@ -81,6 +83,17 @@ class NodeDatabase:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")   # a committed promise survives power loss
         self._db.executescript(SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Bring a database made by an earlier version up to this schema (columns added since)."""
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(outbox)")}
+        if "relayed" not in columns:
+            self._db.execute("ALTER TABLE outbox ADD COLUMN relayed BLOB")
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(inbox)")}
+        if "direct" not in columns:
+            self._db.execute("ALTER TABLE inbox ADD COLUMN direct INTEGER NOT NULL DEFAULT 1")
+        self._db.execute("CREATE UNIQUE INDEX IF NOT EXISTS outbox_relayed ON outbox (relayed)")
 
     def close(self) -> None:
         self._db.close()
@@ -119,7 +132,7 @@ class NodeDatabase:
     def session_log(self, session: bytes) -> list[tuple[bytes, bool]]:
         """Every envelope of a session, ours and our peers', in the order this node stored them."""
         rows = self._db.execute(
-            "SELECT created, envelope, 1 FROM outbox WHERE session = ? UNION ALL "
+            "SELECT created, envelope, 1 FROM outbox WHERE session = ? AND relayed IS NULL UNION ALL "
             "SELECT received, envelope, 0 FROM inbox WHERE session = ? ORDER BY 1", (session, session)).fetchall()
         return [(bytes(env), bool(own)) for _, env, own in rows]
 
@@ -159,7 +172,20 @@ class NodeDatabase:
         rows = self._db.execute("SELECT guardian, vote, why FROM ceremony_votes WHERE session = ?", (session,))
         return {g: (v, w) for g, v, w in rows}
 
+    def append_relay(self, envelope: Envelope) -> bool:
+        """Queue another guardian's envelope for every peer, once, in order with our own messages."""
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            seq = self.next_seq()
+            cursor = self._db.execute(
+                "INSERT OR IGNORE INTO outbox (seq, recipient, type, session, envelope, created, relayed) "
+                "VALUES (?, NULL, ?, ?, ?, ?, ?)",
+                (seq, envelope.type, envelope.session, envelope.encode(), time.time(), envelope.digest))
+            return bool(cursor.rowcount)
+
     def outbox_for(self, peer: bytes, after_seq: int) -> list[tuple[int, bytes]]:
+        """Rows for `peer` after `after_seq`, ours and relayed ones, in order. Relays are resent after a
+        reconnect too, since a peer's cursor counts only our own envelopes; resending them is harmless."""
         rows = self._db.execute(
             "SELECT seq, envelope FROM outbox WHERE seq > ? AND (recipient IS NULL OR recipient = ?) ORDER BY seq",
             (after_seq, peer)).fetchall()
@@ -167,26 +193,38 @@ class NodeDatabase:
 
     # --- inbox: commit before use -----------------------------------------------------------
 
-    def accept(self, envelope: Envelope, via: str) -> None:
+    def accept(self, envelope: Envelope, via: str, direct: bool = True) -> None:
         with self._db:
             self._db.execute("BEGIN IMMEDIATE")
             self._db.execute(
-                "INSERT INTO inbox (digest, sender, seq, type, session, envelope, received) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO inbox (digest, sender, seq, type, session, envelope, received, direct) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (envelope.digest, envelope.sender, envelope.seq, envelope.type, envelope.session,
-                 envelope.encode(), time.time()))
+                 envelope.encode(), time.time(), int(direct)))
             self._audit("received", {"from": via, "seq": envelope.seq, "type": envelope.type})
+
+    def mark_direct(self, digest: bytes) -> bool:
+        """An envelope first seen relayed has now come over its sender's own link too."""
+        with self._db:
+            cursor = self._db.execute("UPDATE inbox SET direct = 1 WHERE digest = ? AND direct = 0", (digest,))
+            return bool(cursor.rowcount)
 
     def inbox(self, max_frame_bytes: int = 64 * 2**20) -> list[Envelope]:
         rows = self._db.execute("SELECT envelope FROM inbox ORDER BY received, sender, seq").fetchall()
         return [decode_envelope(bytes(r[0]), max_frame_bytes) for r in rows]
 
     def highest_seq_from(self, sender: bytes) -> int:
-        row = self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM inbox WHERE sender = ?", (sender,)).fetchone()
+        """The sync cursor for a peer: the highest of its sequence numbers received over its own link.
+
+        A peer's link delivers its outbox in order, so everything below this arrived; copies of its
+        envelopes relayed by others may run ahead and must not move the cursor past a gap.
+        """
+        row = self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM inbox WHERE sender = ? AND direct = 1",
+                               (sender,)).fetchone()
         return row[0]
 
     def counts(self) -> dict:
-        return {"outbox": self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0],
+        return {"outbox": self._db.execute("SELECT COUNT(*) FROM outbox WHERE relayed IS NULL").fetchone()[0],
                 "inbox": self._db.execute("SELECT COUNT(*) FROM inbox").fetchone()[0]}
 
     # --- refusals and the audit trail ---------------------------------------------------------
