@@ -5,24 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .cli_args import guardian_list, positive_int
 from .crypto.errors import GuardianError
-
-
-def guardian_list(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected guardian numbers like 2,5, got {text!r}") from None
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
-    return value
 
 
 def register(sub) -> dict:

@@ -24,6 +24,7 @@ from node.crypto.ballot import (
     BallotChain, EncryptedBallot, PlaintextBallot, confirmation_code, election_id, encrypt_ballot,
     identifier_hash, signature_content,
 )
+from node.cli_args import guardian_list, positive_int
 from node.crypto.ballot_signature import sign_ballot
 from node.crypto.election import ElectionContext
 from node.crypto.errors import GuardianError, InputError
@@ -36,23 +37,6 @@ BULK_WINDOW_FROM = 64         # ballots per worker from which 12-bit fixed-base 
 
 
 # --------------------------------------------------------------------------- argument types
-
-
-def _guardian_list(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected guardian numbers like 2,5, got {text!r}") from None
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
-    return value
 
 
 def register(sub) -> dict:
@@ -73,8 +57,8 @@ def register(sub) -> dict:
                     "until the ceremony across the guardians' nodes is available.")
     create.add_argument("--manifest", type=Path, default=None,
                         help="ElectionGuard 2.1 manifest (JSON); default: the embedded 8-contest demo manifest")
-    create.add_argument("--guardians", "-n", type=_positive, required=True, help="number of guardians n")
-    create.add_argument("--quorum", "-k", type=_positive, required=True, help="guardians needed to decrypt, k")
+    create.add_argument("--guardians", "-n", type=positive_int, required=True, help="number of guardians n")
+    create.add_argument("--quorum", "-k", type=positive_int, required=True, help="guardians needed to decrypt, k")
     create.add_argument("--out", type=Path, required=True, help="the election directory to create (the record)")
     create.add_argument("--secrets", type=Path, required=True,
                         help="where the TEST-ONLY guardian secrets go; must be outside --out")
@@ -90,7 +74,7 @@ def register(sub) -> dict:
                     "until decryption across the guardians' nodes is available.")
     decrypt.add_argument("--record", type=Path, required=True, help="the record directory")
     decrypt.add_argument("--secrets", type=Path, required=True, help="the TEST-ONLY secrets directory")
-    decrypt.add_argument("--missing", type=_guardian_list, default=(),
+    decrypt.add_argument("--missing", type=guardian_list, default=(),
                          help="guardians absent at decryption, e.g. 2,5 (default: none)")
     decrypt.add_argument("--compensated", action="store_true",
                          help="the present guardians reconstruct each missing guardian's share (seed 002 form)")
@@ -110,7 +94,7 @@ def register(sub) -> dict:
     enc.add_argument("--out", type=Path, required=True, help="directory for the encrypted ballots")
     enc.add_argument("--chaining", action="store_true",
                      help="simple ballot chaining on this device (spec 3.4.4); its state is kept in --out")
-    enc.add_argument("--workers", type=_positive, default=None, help="processes to use (default: every core)")
+    enc.add_argument("--workers", type=positive_int, default=None, help="processes to use (default: every core)")
     handlers["encrypt"] = run_encrypt
 
     ballots = sub.add_parser("ballots", help="the ballot box", description="The ballot box of a record.")
@@ -125,7 +109,7 @@ def register(sub) -> dict:
     submit.add_argument("--cast", type=Path, nargs="+", default=[], metavar="FILE", help="ballots to cast")
     submit.add_argument("--challenge", type=Path, nargs="+", default=[], metavar="FILE",
                         help="ballots to challenge (they will be decrypted and published)")
-    submit.add_argument("--workers", type=_positive, default=None, help="processes to use (default: every core)")
+    submit.add_argument("--workers", type=positive_int, default=None, help="processes to use (default: every core)")
     handlers["ballots"] = {"submit": run_submit}
 
     tally = sub.add_parser("tally", help="close the ballot box: the encrypted tally of the cast ballots",
@@ -143,7 +127,7 @@ def register(sub) -> dict:
                     "and the object.")
     verify.add_argument("record", type=Path, help="the record directory")
     verify.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
-    verify.add_argument("--workers", type=_positive, default=None, help="processes to use (default: every core)")
+    verify.add_argument("--workers", type=positive_int, default=None, help="processes to use (default: every core)")
     handlers["verify"] = run_verify
     return handlers
 
