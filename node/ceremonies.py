@@ -119,7 +119,7 @@ class Ceremonies:
     def vote(self, session_hex: str, accept: bool, why: str = "") -> None:
         session = self._session(session_hex)
         record = self._ceremony(session)
-        if record["status"] != "proposed":
+        if record is None or record["status"] != "proposed":
             raise InputError(f"ceremony {session_hex[:16]} is {record['status']}, not open for votes")
         if not accept and not why.strip():
             raise InputError("a rejection needs a reason (--why)")
@@ -157,21 +157,20 @@ class Ceremonies:
 
     def _record_vote(self, session: bytes, guardian: str, vote: str, why: str) -> None:
         self.node.db.vote(session, guardian, vote, why)
-        if vote == "reject":
-            for c in self.node.db.ceremonies():
-                if c["session"] == session and c["status"] == "proposed":
-                    self.node.db.set_ceremony_status(session, "rejected", {"by": guardian, "why": why})
+        record = self._ceremony(session)
+        if vote == "reject" and record is not None and record["status"] == "proposed":
+            self.node.db.set_ceremony_status(session, "rejected", {"by": guardian, "why": why})
         self._maybe_start(session)
 
     def _maybe_start(self, session: bytes) -> None:
-        records = [c for c in self.node.db.ceremonies() if c["session"] == session]
-        if not records or records[0]["status"] != "proposed" or session in self.running:
+        record = self._ceremony(session)
+        if record is None or record["status"] != "proposed" or session in self.running:
             return
         votes = self.node.db.votes(session)
         names = {e.name for e in self.node.roster.entries}
         if {g for g, (v, _) in votes.items() if v == "accept"} >= names:
             self.node.db.set_ceremony_status(session, "running")
-            self._start(parse_election_config(records[0]["config"]))
+            self._start(parse_election_config(record["config"]))
 
     def _check_roster(self, config: ElectionConfig) -> None:
         mine = [(e.sequence, e.public_key) for e in self.node.roster.entries]
@@ -224,8 +223,8 @@ class Ceremonies:
         if t.outcome is None:
             return
         status = "complete" if t.outcome.status == "complete" else "aborted"
-        records = [c for c in self.node.db.ceremonies() if c["session"] == session]
-        if records and records[0]["status"] == "running":
+        record = self._ceremony(session)
+        if record is not None and record["status"] == "running":
             outcome = {"culprits": t.outcome.culprits, "reason": t.outcome.reason}
             if status == "complete":
                 outcome = {"joint_key_sha256": _short(t.expected_result()["joint_key"]),
@@ -321,8 +320,8 @@ class Ceremonies:
                              + (", ".join(c["session"].hex()[:16] for c in records) or "none proposed"))
         return records[0]["session"]
 
-    def _ceremony(self, session: bytes) -> dict:
-        return next(c for c in self.node.db.ceremonies() if c["session"] == session)
+    def _ceremony(self, session: bytes) -> dict | None:
+        return next((c for c in self.node.db.ceremonies() if c["session"] == session), None)
 
 
 def _short(data: bytes) -> str:

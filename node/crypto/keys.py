@@ -233,6 +233,24 @@ def encrypt_share(
     return EncryptedShare(sender, recipient, alpha, c1, c, (u - c * xi) % group.q)
 
 
+def verify_share_encryption(group: Group, g_table: FixedBase, h_p: bytes, encrypted: EncryptedShare) -> mpz:
+    """The public checks of an encrypted share: C0 in Z_p^r, C1's length, and the nonce proof of eq 22.
+
+    Anyone can run them, not just the recipient. Returns C0; raises ShareError or GroupMembershipError
+    naming sender and recipient.
+    """
+    who = f"share from guardian {encrypted.sender} to guardian {encrypted.recipient}"
+    if not isinstance(encrypted.c1, bytes) or len(encrypted.c1) != 2 * group.q_bytes:
+        raise ShareError(f"{who}: C1 must be {2 * group.q_bytes} bytes")
+    c0 = check_element(group, encrypted.c0, f"{who} C0")
+    c = check_scalar(group, encrypted.challenge, f"{who} challenge")
+    v = check_scalar(group, encrypted.response, f"{who} response")
+    gamma = g_table.pow(v) * multi_exp(group, [c0], [c]) % group.p  # gamma = g^v * C0^c
+    if _share_challenge(h_p, group, encrypted.sender, encrypted.recipient, gamma, c0, encrypted.c1) != c:
+        raise ShareError(f"{who}: the proof of the encryption nonce does not verify (eq 22)")
+    return c0
+
+
 def decrypt_share(
     group: Group, g_table: FixedBase, h_p: bytes, recipient_secret: GuardianSecretKey,
     recipient_kappa: int, encrypted: EncryptedShare,
@@ -241,14 +259,7 @@ def decrypt_share(
     who = f"share from guardian {encrypted.sender} to guardian {encrypted.recipient}"
     if encrypted.recipient != recipient_secret.index:
         raise ShareError(f"{who} is addressed to another guardian")
-    if len(encrypted.c1) != 2 * group.q_bytes:
-        raise ShareError(f"{who}: C1 must be {2 * group.q_bytes} bytes")
-    c0 = check_element(group, encrypted.c0, f"{who} C0")
-    c = check_scalar(group, encrypted.challenge, f"{who} challenge")
-    v = check_scalar(group, encrypted.response, f"{who} response")
-    gamma = g_table.pow(v) * multi_exp(group, [c0], [c]) % group.p  # gamma = g^v * C0^c
-    if _share_challenge(h_p, group, encrypted.sender, encrypted.recipient, gamma, c0, encrypted.c1) != c:
-        raise ShareError(f"{who}: the proof of the encryption nonce does not verify (eq 22)")
+    c0 = verify_share_encryption(group, g_table, h_p, encrypted)
     beta = multi_exp(group, [c0], [recipient_secret.communication_secret])  # beta = alpha^zeta_l
     keys = _share_keys(h_p, group, encrypted.sender, encrypted.recipient, recipient_kappa, c0, beta)
     plain = xor_bytes(encrypted.c1, keys[: 2 * group.q_bytes])

@@ -34,11 +34,12 @@ from dataclasses import dataclass, field
 from gmpy2 import mpz
 
 from ..crypto.election import ElectionParameters
-from ..crypto.errors import GuardianError, InputError
+from ..crypto.errors import GuardianError, InputError, ShareError
 from ..crypto.hashing import guardian_record_hash, extended_base_hash
 from ..crypto.keys import (
     EncryptedShare, GuardianPublicKey, GuardianSecretKey, KeyProof, check_revealed_share, decrypt_share,
     encrypt_share, evaluate_polynomial, generate_guardian_key, joint_key, verify_guardian_public_key, verify_share,
+    verify_share_encryption,
 )
 from ..crypto.params import STANDARD, Group
 from .election_config import ElectionConfig
@@ -256,19 +257,13 @@ class Transcript:
                 self._fault([sender], "equivocation: two different shares messages")
             return
         # The nonce proof of eq 22 is public: everyone checks every share's ciphertext.
-        from ..crypto.group import check_element, check_scalar
-        from ..crypto.keys import _share_challenge  # noqa: PLC2701 (same package, the eq 22 hash)
         for share in shares.values():
             try:
-                c0 = check_element(self.group, share.c0, f"{what} to {share.recipient} C0")
-                c = check_scalar(self.group, share.challenge, "c")
-                v = check_scalar(self.group, share.response, "v")
+                verify_share_encryption(self.group, self.parameters.g_table, self.parameters.h_p, share)
+            except ShareError:
+                self._fault([sender], f"the share to guardian {share.recipient} has an invalid nonce proof (eq 22)")
             except GuardianError as e:
                 self._fault([sender], f"invalid share ciphertext: {e}")
-            gamma = self.parameters.g_table.pow(v) * pow(c0, c, self.group.p) % self.group.p
-            if _share_challenge(self.parameters.h_p, self.group, sender, share.recipient, gamma, c0,
-                                share.c1) != c:
-                self._fault([sender], f"the share to guardian {share.recipient} has an invalid nonce proof (eq 22)")
         self.shares[sender] = shares
 
     def _on_share_check(self, sender, body, digest, what):
