@@ -124,6 +124,13 @@ def main() -> int:
     ceremony.add_argument("--nodes", type=int, default=5, help="guardians n (default 5)")
     ceremony.add_argument("--quorum", type=int, default=3, help="quorum k (default 3)")
     ceremony.add_argument("--json", action="store_true", help="only the JSON object")
+    decrypt = sub.add_parser("decrypt", help="threshold decryption across n guardian run processes, some missing")
+    decrypt.add_argument("--nodes", type=int, default=5, help="guardians n (default 5)")
+    decrypt.add_argument("--quorum", type=int, default=3, help="quorum k (default 3)")
+    decrypt.add_argument("--missing", type=int, default=2, help="guardians stopped before the decryption (default 2)")
+    decrypt.add_argument("--ballots", type=int, default=10, help="full ballots in the record (default 10)")
+    decrypt.add_argument("--challenged", type=int, default=1, help="of them challenged (default 1)")
+    decrypt.add_argument("--json", action="store_true", help="only the JSON object")
     record = sub.add_parser("record", help="encrypt, submit and verify full ballots; the verifier's wall time")
     record.add_argument("--ballots", type=int, default=20, help="full ballots to run through the record (default 20)")
     record.add_argument("--json", action="store_true", help="only the JSON object")
@@ -131,6 +138,9 @@ def main() -> int:
     if args.suite == "record":
         from bench.record import bench_record
         result = bench_record(args.ballots)
+    elif args.suite == "decrypt":
+        from bench.decrypt import bench_decrypt
+        result = bench_decrypt(args.nodes, args.quorum, args.missing, args.ballots, args.challenged)
     elif args.suite == "ceremony":
         from bench.ceremony import bench_ceremony
         result = bench_ceremony(args.nodes, args.quorum)

@@ -14,7 +14,6 @@ import hashlib
 import json
 import logging
 import secrets
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,7 +28,7 @@ from .crypto.manifest import parse_manifest
 from .crypto.election import ElectionContext
 from .protocol.ceremony import MESSAGE_TYPES, CeremonyFault, Guardian, Transcript
 from .protocol.election_config import ConfigGuardian, ElectionConfig, default_phase_timeout, parse_election_config
-from .protocol.envelope import NODE_SESSION, Envelope, decode_envelope, seal_envelope
+from .protocol.envelope import Envelope, decode_envelope, seal_envelope
 
 if TYPE_CHECKING:
     from .daemon import Node
@@ -54,10 +53,7 @@ class Ceremonies:
     def __init__(self, node: "Node") -> None:
         self.node = node
         self.running: dict[bytes, Running] = {}
-        seed = bytes(node.identity.signing_key)
-        # The storage key never leaves memory: derived from the identity, itself sealed under the passphrase.
-        key = nacl.hash.blake2b(seed, digest_size=32, person=b"gn-storage-key", encoder=nacl.encoding.RawEncoder)
-        self._box = nacl.secret.SecretBox(key)
+        self._box = storage_box(bytes(node.identity.signing_key))
 
     # --- start and restart ----------------------------------------------------------------------
 
@@ -105,10 +101,14 @@ class Ceremonies:
         if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= len(roster):
             raise InputError(f"quorum must be between 1 and the number of guardians ({len(roster)})")
         timeout = float(election.get("phase_timeout_seconds") or default_phase_timeout(len(roster)))
+        replaces = None
+        if election.get("replaces"):
+            replaces = self._session(str(election["replaces"]), status="complete")
         config = ElectionConfig(
             str(election.get("election") or manifest.label), k,
             tuple(ConfigGuardian(e.sequence, e.name, e.public_key) for e in roster.entries),
-            manifest, timeout, secrets.token_hex(16))
+            manifest, timeout, secrets.token_hex(16), replaces)
+        self._check_replaces(config)
         data = config.canonical_bytes()
         parse_election_config(data)   # the same checks a peer will make
         self.node.db.add_ceremony(config.session, data, self.node.me.name, "proposed", {})
@@ -136,6 +136,7 @@ class Ceremonies:
                     raise InputError("no config bytes")
                 config = parse_election_config(data)
                 self._check_roster(config)
+                self._check_replaces(config)
                 status, outcome = "proposed", {}
             except GuardianError as e:
                 config, status, outcome = None, "invalid", {"reason": str(e)[:300]}
@@ -171,6 +172,25 @@ class Ceremonies:
         if {g for g, (v, _) in votes.items() if v == "accept"} >= names:
             self.node.db.set_ceremony_status(session, "running")
             self._start(parse_election_config(record["config"]))
+
+    def _check_replaces(self, config: ElectionConfig) -> None:
+        """A ceremony may replace (rotate) the keys of a completed one of the same election, before voting:
+        while no decryption has been asked of the old keys."""
+        if config.replaces is None:
+            return
+        old = self._ceremony(config.replaces)
+        if old is None or old["status"] != "complete":
+            raise InputError(f"it replaces ceremony {config.replaces.hex()[:16]}, which this node has not completed "
+                             f"(or which is already superseded)")
+        previous = parse_election_config(old["config"])
+        if (previous.election, previous.manifest.canonical_bytes()) != (config.election,
+                                                                        config.manifest.canonical_bytes()):
+            raise InputError("a replacing ceremony must be for the same election (name and manifest)")
+        used = [d for d in self.node.db.decryptions() if d["status"] != "invalid"
+                and parse_request_ceremony(d["request"]) == config.replaces]
+        if used:
+            raise InputError(f"the keys of ceremony {config.replaces.hex()[:16]} were already asked to decrypt: "
+                             f"voting is over, they can no longer be replaced")
 
     def _check_roster(self, config: ElectionConfig) -> None:
         mine = [(e.sequence, e.public_key) for e in self.node.roster.entries]
@@ -229,8 +249,12 @@ class Ceremonies:
             if status == "complete":
                 outcome = {"joint_key_sha256": _short(t.expected_result()["joint_key"]),
                            "h_e": t.expected_result()["h_e"].hex(), "export": str(self._export(session, run))}
+                if run.config.replaces:
+                    outcome["replaces"] = run.config.replaces.hex()
             self.node.db.set_ceremony_status(session, status, outcome)
             log.info("ceremony %s %s %s", session.hex()[:16], status, outcome)
+            if status == "complete" and run.config.replaces:
+                self.node.custody.superseded(run.config.replaces, session)
 
     async def _deadlines(self, session: bytes) -> None:
         run = self.running[session]
@@ -284,6 +308,14 @@ class Ceremonies:
                 pass
             votes = self.node.db.votes(session)
             entry["votes"] = {g: {"vote": v, "why": w} for g, (v, w) in votes.items()}
+            if c["status"] in ("complete", "superseded"):
+                try:
+                    custody = self.node.custody.status(session.hex())
+                    entry["custody"] = custody["table"]
+                    entry["custody_complete"] = custody["complete"]
+                    entry["certificate"] = custody["certificate"]
+                except GuardianError:
+                    pass
             run = self.running.get(session)
             if run is not None:
                 t = run.transcript
@@ -310,18 +342,33 @@ class Ceremonies:
         return {"session": c["session"].hex(), "status": c["status"], "proposer": c["proposer"],
                 "config": json.loads(c["config"]), "votes": self.node.db.votes(c["session"])}
 
-    def _session(self, session_hex: str | None) -> bytes:
+    def _session(self, session_hex: str | None, status: str = "proposed") -> bytes:
         records = [c for c in self.node.db.ceremonies()
                    if not session_hex or c["session"].hex().startswith(session_hex.lower())]
-        if not session_hex:
-            records = [c for c in records if c["status"] == "proposed"]
+        if not session_hex or status != "proposed":
+            records = [c for c in records if c["status"] == status]
         if len(records) != 1:
-            raise InputError("name the ceremony by (a prefix of) its hash: "
-                             + (", ".join(c["session"].hex()[:16] for c in records) or "none proposed"))
+            raise InputError(f"name the {status} ceremony by (a prefix of) its hash: "
+                             + (", ".join(c["session"].hex()[:16] for c in records) or f"none {status}"))
         return records[0]["session"]
 
     def _ceremony(self, session: bytes) -> dict | None:
         return next((c for c in self.node.db.ceremonies() if c["session"] == session), None)
+
+
+def storage_box(identity_seed: bytes) -> nacl.secret.SecretBox:
+    """Seals the guardian's secrets in the node database. The key never leaves memory: it is derived
+    from the identity, itself sealed under the passphrase (so a restored identity opens them again)."""
+    key = nacl.hash.blake2b(identity_seed, digest_size=32, person=b"gn-storage-key", encoder=nacl.encoding.RawEncoder)
+    return nacl.secret.SecretBox(key)
+
+
+def parse_request_ceremony(data: bytes) -> bytes | None:
+    """The ceremony a stored decryption request names (None if unreadable)."""
+    try:
+        return bytes.fromhex(json.loads(data)["ceremony"])
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def _short(data: bytes) -> str:

@@ -13,7 +13,7 @@ import sys
 
 from .crypto.errors import GuardianError
 
-FEATURES = ["node.demo_cli", "node.daemon_cli", "node.record.commands"]
+FEATURES = ["node.demo_cli", "node.daemon_cli", "node.decrypt_cli", "node.record.commands", "node.custody_cli"]
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict]:

@@ -60,6 +60,13 @@ socket = "control.sock"
 # Where `guardian run` reads the passphrase that unseals the identity:
 # "prompt", "env:VARIABLE" or "file:PATH". Never on the command line.
 source = "prompt"
+
+[decryption]
+# Seconds each step of a decryption session may take before the guardians that did not
+# answer are named missing (and, with at least k left, the decryption goes on without them).
+timeout_seconds = 30.0
+# Processes that verify the record before this node decrypts anything (0: every core).
+verify_workers = 0
 """
 
 
@@ -113,6 +120,8 @@ class NodeConfig:
     tls_ca: Path | None
     control_socket: Path
     passphrase_source: str
+    decryption_timeout_seconds: float = 30.0
+    verify_workers: int = 0                  # 0: every core
 
 
 def _load_toml(path: Path) -> dict:
@@ -166,6 +175,7 @@ _SECTIONS = {
     "tls": {"cert", "key", "ca"},
     "control": {"socket"},
     "passphrase": {"source"},
+    "decryption": {"timeout_seconds", "verify_workers"},
 }
 
 
@@ -228,8 +238,14 @@ def load_node_config(path: Path) -> NodeConfig:
         raise ConfigError(f"{path} [passphrase]: source must be prompt, env:VARIABLE or file:PATH")
     if source.startswith("file:"):
         source = "file:" + str((base / source[5:]).resolve())
+    dec = doc["decryption"]
+    where = f"{path} [decryption]"
+    timeout = _get(dec, "timeout_seconds", float, where, 30.0)
+    workers = _get(dec, "verify_workers", int, where, 0)
+    if not 1 <= timeout <= 86400 or not 0 <= workers <= 1024:
+        raise ConfigError(f"{where}: timeout_seconds must be 1..86400 and verify_workers 0..1024")
     return NodeConfig(path, name, data_dir, host, port, advertise, roster_file, max_frame, heartbeat, initial,
-                      maximum, tls_paths[0], tls_paths[1], tls_paths[2], socket, source)
+                      maximum, tls_paths[0], tls_paths[1], tls_paths[2], socket, source, timeout, workers)
 
 
 def load_roster(path: Path) -> Roster:

@@ -38,6 +38,7 @@ import trio_websocket
 from .config import NodeConfig, Roster, RosterEntry
 from .crypto.errors import GuardianError, InputError
 from .identity import Identity, fingerprint
+from .protocol.decryption import MESSAGE_TYPES as DECRYPTION_TYPES
 from .protocol.envelope import NODE_SESSION, EnvelopeError, seal_envelope
 from .protocol.handshake import DIALER, LISTENER, Handshake, HandshakeError, LinkError, SecureLink
 from .protocol.inbound import Equivocation, InboundFilter
@@ -48,7 +49,9 @@ log = logging.getLogger("guardian.node")
 HANDSHAKE_TIMEOUT = 10.0
 SILENT_HEARTBEATS = 3
 CONTROL_MAX_REQUEST = 1 << 20
-NODE_MESSAGE_TYPES = frozenset({"note", "ceremony-propose", "ceremony-accept", "ceremony-reject"})
+NODE_MESSAGE_TYPES = frozenset({"note", "ceremony-propose", "ceremony-accept", "ceremony-reject", "decrypt-request",
+                                "custody-step", "certificate-signature"})
+MAX_WANTS_QUEUED = 64
 
 
 @dataclass
@@ -72,6 +75,8 @@ class Connection:
     def __init__(self, ws, link: SecureLink) -> None:
         self.ws, self.link = ws, link
         self._lock = trio.Lock()
+        # Record files a peer asked for: served by their own task, so the reader never waits on a send.
+        self.wants_in, self.wants_out = trio.open_memory_channel(MAX_WANTS_QUEUED)
 
     async def send(self, kind: str, payload) -> None:
         frame = msgpack.packb([kind, payload], use_bin_type=True)
@@ -86,14 +91,21 @@ class Node:
             raise InputError(f"this node's key {identity.fingerprint} is not in the roster {config.roster_file}")
         self.config, self.roster, self.identity, self.db, self.me = config, roster, identity, db, me
         self.peers = {e.public_key: PeerState(e) for e in roster.entries if e.public_key != identity.public_key}
+        # Decryption messages may reach us before the request that opens their session (it comes over
+        # another link): they are kept, and replayed when the session starts.
         self.filter = InboundFilter(frozenset(e.public_key for e in roster.entries), identity.public_key,
-                                    config.max_frame_bytes, {NODE_SESSION}, {NODE_SESSION: NODE_MESSAGE_TYPES})
+                                    config.max_frame_bytes, {NODE_SESSION}, {NODE_SESSION: NODE_MESSAGE_TYPES},
+                                    open_types=DECRYPTION_TYPES)
         self.filter.remember(db.inbox())
         self._outbox_changed = trio.Event()
         self.started = time.time()
         self.port: int | None = None
         from .ceremonies import Ceremonies
+        from .custody_node import Custody
+        from .decryptions import Decryptions
         self.ceremonies = Ceremonies(self)
+        self.decryptions = Decryptions(self)
+        self.custody = Custody(self)
 
     # --- running ------------------------------------------------------------------------------
 
@@ -105,6 +117,7 @@ class Node:
             await nursery.start(self._serve_control)
             self._nursery = nursery
             self.ceremonies.restore(nursery)
+            self.decryptions.restore(nursery)
             for peer in self.peers.values():
                 if peer.entry.sequence > self.me.sequence:
                     nursery.start_soon(self._dial_loop, peer)
@@ -216,10 +229,11 @@ class Node:
             peer.connections += 1
             peer.cursor_set = trio.Event()
             self.db.audit("peer connected", {"peer": peer.entry.name, "role": role})
+            self.decryptions.links_changed()
             log.info("connected to %s (%s)", peer.entry.name, role)
             try:
                 async with trio.open_nursery() as nursery:
-                    for task in (self._reader, self._writer, self._heartbeat):
+                    for task in (self._reader, self._writer, self._heartbeat, self._blob_server):
                         nursery.start_soon(_until_closed, scope, task, connection, peer, scope)
                     await _until_closed(scope, self._send_sync, connection, peer, scope)
             finally:
@@ -227,6 +241,7 @@ class Node:
                     peer.cancel = None
                     peer.connection = None
                     peer.state = "disconnected"
+                    self.decryptions.links_changed()
                 log.info("link to %s closed", peer.entry.name)
         await _close(ws)
 
@@ -251,6 +266,15 @@ class Node:
                 self._refuse(name, e)
                 continue
             if kind == "hb":
+                continue
+            if kind == "want":
+                try:
+                    connection.wants_in.send_nowait(payload)
+                except trio.WouldBlock:
+                    pass              # asked too much at once: it asks again
+                continue
+            if kind == "blob":
+                self.decryptions.on_blob(payload[0], payload[1])
                 continue
             if kind == "sync":
                 since = payload.get("since") if isinstance(payload, dict) else None
@@ -290,8 +314,14 @@ class Node:
         sender = self.roster.by_key(envelope.sender)
         try:
             if envelope.session == NODE_SESSION:
-                if envelope.type != "note":
+                if envelope.type == "decrypt-request":
+                    self.decryptions.on_request(envelope, sender.name)
+                elif envelope.type in ("custody-step", "certificate-signature"):
+                    self.custody.on_node_message(envelope, sender.name)
+                elif envelope.type != "note":
                     self.ceremonies.on_node_message(envelope, sender.name)
+            elif envelope.type in DECRYPTION_TYPES:
+                self.decryptions.on_session_message(envelope)
             else:
                 self._relay(envelope)
                 self.ceremonies.on_session_message(envelope)
@@ -321,6 +351,24 @@ class Node:
                 await connection.send("env" if _signer(envelope) == own else "relay", envelope)
                 cursor = seq
             await changed.wait()
+
+    async def _blob_server(self, connection: Connection, peer: PeerState, scope: trio.CancelScope) -> None:
+        """Send the public record files a peer asked for, that this node has."""
+        async for digests in connection.wants_out:
+            for digest in digests:
+                data = self.decryptions.blob(digest)
+                if data is not None:
+                    await connection.send("blob", [digest, data])
+
+    async def want(self, peer: PeerState, digests: list[bytes]) -> None:
+        """Ask a peer for record files by SHA-256 (it answers with those it has)."""
+        connection = peer.connection
+        if connection is None:
+            return
+        try:
+            await connection.send("want", digests)
+        except LINK_CLOSED:
+            pass
 
     async def _heartbeat(self, connection: Connection, peer: PeerState, scope: trio.CancelScope) -> None:
         interval = self.config.heartbeat_seconds
@@ -427,6 +475,28 @@ class Node:
             return {"ok": True}
         if command == "ceremony-status":
             return self.ceremonies.status()
+        if command == "decrypt-request":
+            ballots = request.get("ballots") or None
+            if ballots is not None and (not isinstance(ballots, list) or not all(isinstance(b, str) for b in ballots)):
+                raise InputError("ballots must be a list of ballot ids")
+            timeout = request.get("timeout")
+            if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+                                        or not 1 <= timeout <= 86400):
+                raise InputError("timeout must be between 1 and 86400 seconds")
+            return {"session": self.decryptions.request(str(request["record"]), bool(request.get("compensated")),
+                                                        ballots, timeout)}
+        if command == "decrypt-status":
+            return self.decryptions.status()
+        if command == "backup-export":
+            return self.custody.export(request.get("ceremony"), str(request["out"]), str(request["passphrase"]))
+        if command == "backup-confirm":
+            return self.custody.confirm(request.get("ceremony"), request.get("copies"))
+        if command == "backup-verify":
+            return self.custody.verify(request.get("ceremony"), str(request["file"]), str(request["passphrase"]))
+        if command == "custody-status":
+            return self.custody.status(request.get("ceremony"))
+        if command == "certificate":
+            return self.custody.show_certificate(request.get("ceremony"))
         if command == "inbox":
             result = []
             for e in self.db.inbox():
@@ -453,7 +523,8 @@ class Node:
             "fingerprint": self.identity.fingerprint, "listen": f"{self.config.listen_host}:{self.port}",
             "uptime_seconds": round(time.time() - self.started, 1), "peers": peers,
             "other_refusals": refusals,
-            "sessions": [{"id": s.hex(), "kind": "node" if s == NODE_SESSION else "ceremony",
+            "sessions": [{"id": s.hex(), "kind": "node" if s == NODE_SESSION else
+                          "decryption" if s in self.decryptions.sessions else "ceremony",
                           "phase": self.ceremonies.running[s].transcript.phase if s in self.ceremonies.running
                           else None} for s in sorted(self.filter.sessions)],
             **self.db.counts(),
@@ -493,10 +564,17 @@ def _link_frame(frame: bytes) -> tuple[str, object]:
         value = msgpack.unpackb(frame, raw=False, strict_map_key=True, ext_hook=_no_ext)
     except Exception:
         raise EnvelopeError("malformed", "link frame is not msgpack") from None
-    if not isinstance(value, list) or len(value) != 2 or value[0] not in ("env", "relay", "sync", "hb"):
+    if not isinstance(value, list) or len(value) != 2 or value[0] not in ("env", "relay", "sync", "hb", "want", "blob"):
         raise EnvelopeError("malformed", "unknown link frame")
     if value[0] in ("env", "relay") and not isinstance(value[1], bytes):
         raise EnvelopeError("malformed", "envelope frame without bytes")
+    if value[0] == "want" and not (isinstance(value[1], list) and len(value[1]) <= 256 and
+                                   all(isinstance(d, bytes) and len(d) == 32 for d in value[1])):
+        raise EnvelopeError("malformed", "want frame must list at most 256 SHA-256 digests")
+    if value[0] == "blob" and not (isinstance(value[1], list) and len(value[1]) == 2 and
+                                   isinstance(value[1][0], bytes) and len(value[1][0]) == 32 and
+                                   isinstance(value[1][1], bytes)):
+        raise EnvelopeError("malformed", "blob frame must be [digest, bytes]")
     return value[0], value[1]
 
 

@@ -53,6 +53,9 @@ def register(sub) -> dict:
     propose = actions.add_parser("propose", help="propose an election config to every guardian")
     propose.add_argument("--election", type=Path, required=True,
                          help="election file (TOML): election, manifest, quorum, phase_timeout_seconds")
+    propose.add_argument("--replaces", metavar="HASH", default=None,
+                         help="rotate keys: a new ceremony for the same election whose keys supersede those of "
+                              "this completed ceremony (before voting; e.g. when a key may be compromised)")
     show_c = actions.add_parser("show", help="print a proposed election config and its hash")
     accept = actions.add_parser("accept", help="sign the proposal's hash: this guardian agrees")
     reject = actions.add_parser("reject", help="refuse the proposal, saying why")
@@ -169,12 +172,12 @@ def _setup_logging(path: Path, level: str) -> None:
         root.addHandler(handler)
 
 
-def _control(args, request: dict):
+def _control(args, request: dict, timeout: float = 10.0):
     import trio
 
     from .daemon import control_request
 
-    return trio.run(control_request, load_node_config(args.config).control_socket, request)
+    return trio.run(control_request, load_node_config(args.config).control_socket, request, timeout)
 
 
 def load_election_file(path: Path) -> dict:
@@ -202,8 +205,11 @@ def load_election_file(path: Path) -> dict:
 
 
 def ceremony_propose(args: argparse.Namespace) -> int:
-    result = _control(args, {"cmd": "ceremony-propose", "election": load_election_file(args.election)})
-    print(f"proposed ceremony {result['session']}")
+    election = load_election_file(args.election)
+    if args.replaces:
+        election["replaces"] = args.replaces
+    result = _control(args, {"cmd": "ceremony-propose", "election": election})
+    print(f"proposed ceremony {result['session']}" + (f", replacing {args.replaces}" if args.replaces else ""))
     print("every guardian now runs `guardian ceremony show` and `guardian ceremony accept` (or reject --why)")
     return 0
 
@@ -253,4 +259,24 @@ def ceremony_status(args: argparse.Namespace) -> int:
             print(f"  {name:<20} {' '.join(steps) or '-'}")
         if c["outcome"]:
             print(f"  outcome: {json.dumps(c['outcome'])}")
+        if "custody" in c:
+            _print_custody(c)
     return 0
+
+
+def _print_custody(c: dict) -> None:
+    """The seed 000 table: every guardian and its key steps; the election proceeds only when all verified."""
+    steps = ("generated", "downloaded", "backed-up", "verified")
+    print(f"  key custody      {'  '.join(f'{s:<10}' for s in steps)}")
+    for name, done in c["custody"].items():
+        marks = "  ".join(f"{'yes' if done[s] else '-':<10}" for s in steps)
+        print(f"    {name:<14} {marks}")
+    if c["status"] == "superseded":
+        print("  these keys are SUPERSEDED: " + c["outcome"].get("superseded_by", ""))
+    elif c.get("custody_complete"):
+        print("  custody complete: every guardian verified its backup; the election may proceed"
+              + ("; certificate signed by all (guardian certificate)" if c.get("certificate") else
+                 "; the certificate is being signed"))
+    else:
+        print("  custody NOT complete: the election must not proceed until every guardian has exported, "
+              "backed up and verified its key (guardian backup export | confirm | verify)")

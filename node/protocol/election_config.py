@@ -39,6 +39,7 @@ class ElectionConfig:
     manifest: Manifest
     phase_timeout: float
     nonce: str
+    replaces: bytes | None = None     # a ceremony of this election whose keys this one supersedes
 
     @property
     def n(self) -> int:
@@ -51,6 +52,7 @@ class ElectionConfig:
                            "public_key": base64.b64encode(g.public_key).decode()} for g in self.guardians],
             "manifest": self.manifest.to_json_dict(),
             "phase_timeout_seconds": self.phase_timeout, "nonce": self.nonce,
+            **({"replaces": self.replaces.hex()} if self.replaces else {}),
         }
 
     def canonical_bytes(self) -> bytes:
@@ -77,8 +79,17 @@ def parse_election_config(data: bytes) -> ElectionConfig:
         raise InputError(f"election config: format must be {FORMAT!r}")
     expected = {"format", "election", "parameters", "n", "k", "guardians", "manifest", "phase_timeout_seconds",
                 "nonce"}
-    if set(doc) != expected:
-        raise InputError(f"election config: properties must be exactly {sorted(expected)}")
+    if set(doc) - {"replaces"} != expected:
+        raise InputError(f"election config: properties must be exactly {sorted(expected)} (and optionally "
+                         f"'replaces')")
+    replaces = None
+    if "replaces" in doc:
+        try:
+            replaces = bytes.fromhex(doc["replaces"]) if isinstance(doc["replaces"], str) else b""
+        except ValueError:
+            replaces = b""
+        if len(replaces) != 32:
+            raise InputError("election config: 'replaces' must be the 64-hex-digit session of a ceremony")
     if doc["parameters"] != "standard":
         raise InputError("election config: only the standard parameters are allowed")
     election = doc["election"]
@@ -109,7 +120,8 @@ def parse_election_config(data: bytes) -> ElectionConfig:
     nonce = doc["nonce"]
     if not isinstance(nonce, str) or len(nonce) != 32:
         raise InputError("election config: nonce must be 32 hex characters")
-    config = ElectionConfig(election, k, tuple(parsed), parse_manifest(doc["manifest"]), float(timeout), nonce)
+    config = ElectionConfig(election, k, tuple(parsed), parse_manifest(doc["manifest"]), float(timeout), nonce,
+                            replaces)
     if config.canonical_bytes() != bytes(data):
         raise InputError("election config: not in canonical form")
     return config

@@ -32,6 +32,7 @@ class InboundFilter:
     max_frame_bytes: int
     sessions: set[bytes]
     accepted_types: dict[bytes, frozenset[str]] = field(default_factory=dict)   # session -> message types
+    open_types: frozenset[str] = frozenset()    # kept even for a session not known yet (its opening may lag)
     _seen: set[bytes] = field(default_factory=set)
     _by_seq: dict[tuple[bytes, int], bytes] = field(default_factory=dict)
 
@@ -48,7 +49,7 @@ class InboundFilter:
         if envelope.sender == self.own_key:
             raise EnvelopeError("own message", "an envelope signed by this node came back")
         envelope.verify()                                                # bad signature
-        if envelope.session not in self.sessions:
+        if envelope.session not in self.sessions and envelope.type not in self.open_types:
             raise EnvelopeError("unknown session", envelope.session.hex()[:16])
         allowed = self.accepted_types.get(envelope.session)
         if allowed is not None and envelope.type not in allowed:

@@ -1,31 +1,26 @@
 """In-process stand-ins for the guardians: the key ceremony and the decryptions, all in one process.
 
-Until the guardians' nodes decrypt across the network, `guardian election
-create-local` and `guardian election decrypt-local` run the ceremony and the
-decryptions here, with every guardian's secrets in one place. The secrets are
-written to a separate directory that is marked as test-only and is never part
-of the record. The decryptions publish each guardian's part (share, commitment
-and response) so that the verifier can name a guardian whose part is wrong.
+`guardian election create-local` and `guardian election decrypt-local` run the
+ceremony and the decryptions here, with every guardian's secrets in one place:
+for tests and single-machine rehearsals (real elections use the nodes:
+`guardian ceremony`, `guardian decrypt`). The secrets are written to a separate
+directory that is marked as test-only and is never part of the record. The
+decryptions publish each guardian's part (share, commitment and response) so
+that the verifier can name a guardian whose part is wrong.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
-from node.crypto.ballot import (
-    decrypt_ballot_nonce, nonce_for_selection, verify_encrypted_nonce,
-)
-from node.crypto.challenged import nonce_statement
 from node.crypto.decryption import (
-    PublicShares, TallyStatement, ThresholdKey, check_part, check_share_values, combine_responses,
-    compute_shares, joint_challenge, plan_parts, respond, t_power_from_m, tally_from_power,
+    PublicShares, ThresholdKey, check_joint, check_share_values, combine_responses,
+    compute_shares, describe_part, joint_challenge, plan_parts, respond,
+    wrong_parts,
 )
-from node.crypto.dlog import discrete_log
 from node.crypto.election import ElectionContext, ElectionParameters
-from node.crypto.elgamal import power_of_key_from_nonce
 from node.crypto.errors import DecryptionError, InputError
 from node.crypto.fixed_base import FixedBase
 from node.crypto.local_ceremony import CeremonyResult, run_local_ceremony
@@ -35,6 +30,9 @@ from node.crypto.tally import EncryptedTally, tally_ballots
 
 from . import codec, layout
 from .ballot_box import BallotBox
+from .decrypted import (
+    JointResult, challenged_record, challenged_statement, quorum, tally_record, tally_statements, write_decryptions,
+)
 
 SECRETS_README = "README-TEST-ONLY.txt"
 SECRETS_WARNING = ("TEST ONLY: every guardian's secret key shares, in the clear, from an in-process key ceremony. "
@@ -124,14 +122,6 @@ def create_local_election(root: Path, secrets_dir: Path, manifest: Manifest, n: 
 # --- decryption with every part published ---------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class JointResult:
-    m: object
-    challenge: object
-    response: object
-    shares: tuple[codec.ShareRecord, ...]
-
-
 def decrypt_statement(ctx: ElectionContext, joint_table: FixedBase, publics: PublicShares, statement,
                       keys: Mapping[int, ThresholdKey], compensated: bool, rng=None) -> JointResult:
     """The two rounds of spec 3.6.5 among in-process guardians, keeping each part's response."""
@@ -150,18 +140,12 @@ def decrypt_statement(ctx: ElectionContext, joint_table: FixedBase, publics: Pub
         for share, v_i in zip(mine, respond(group, keys[i], nonces[i], c, compensated)):           # eqs 91, 92
             records.append((share, v_i))
     v = combine_responses(group, [v_i for _, v_i in records])                                       # eq 93
-    p = group.p
-    a = b = 1
-    for share, _ in records:
-        a, b = a * share.commitment_a % p, b * share.commitment_b % p
-    if not (ctx.g_table.pow(v) * joint_table.pow(c) % p == a and
-            pow(statement.base, v, p) * pow(m, c, p) % p == b):
-        for share, v_i in records:                                                                # eqs 94, 95
-            if not check_part(group, ctx.g_table, publics.public(share.part, compensated), statement.base,
-                              share, c, v_i):
-                raise DecryptionError(f"guardian {share.part.guardian}'s decryption share does not match its "
-                                      f"public commitments" + (f" (for missing guardian {share.part.missing})"
-                                                               if share.part.missing else ""))
+    if not check_joint(group, ctx.g_table, joint_table, statement, m, c, v, [s for s, _ in records]):
+        wrong = wrong_parts(group, ctx.g_table, publics, statement, [s for s, _ in records],
+                            [v_i for _, v_i in records], c, compensated)                             # eqs 94, 95
+        if wrong:
+            raise DecryptionError(f"{describe_part(wrong[0])}'s decryption share does not match its public "
+                                  f"commitments")
         raise DecryptionError("the joint decryption proof fails but every part checks: inconsistent keys")
     return JointResult(m, c, v, tuple(codec.ShareRecord(s.part.guardian, s.part.missing, s.value, s.commitment_a,
                                                         s.commitment_b, v_i) for s, v_i in records))
@@ -171,57 +155,21 @@ def decrypt_tally_record(ctx: ElectionContext, publics: PublicShares, keys: Mapp
                          tally: EncryptedTally, compensated: bool, rng=None,
                          progress: Callable[[int, int], None] | None = None) -> codec.DecryptedTallyRecord:
     """Every option of the tally decrypted (spec 3.6.2-3.6.5), as the record publishes it."""
-    group, manifest, n = ctx.group, ctx.manifest, ctx.parameters.n
-    present = tuple(sorted(keys))
-    bound = max(1, tally.ballot_count * max(o.selection_limit for c in manifest.contests for o in c.options))
-    contests = []
-    done, total = 0, len(tally.totals)
-    for contest in manifest.contests:
-        options = []
-        for option in contest.options:
-            ct = tally.totals[(contest.index, option.index)]
-            statement = TallyStatement(ctx.h_e, contest.index, option.index, ct.alpha, ct.beta)
-            joint = decrypt_statement(ctx, ctx.k_table, publics, statement, keys, compensated, rng)
-            t_power = t_power_from_m(group, ct.beta, joint.m)                                     # eq 82
-            value = tally_from_power(group, ctx.joint_key, t_power, bound)
-            options.append(codec.TallyOptionRecord(option.index, option.label, value, t_power, joint.challenge,
-                                                   joint.response, joint.shares))
-            done += 1
-            if progress:
-                progress(done, total)
-        contests.append(codec.TallyContestRecord(contest.index, contest.label, tuple(options)))
-    quorum = codec.Quorum("compensated" if compensated else "standard", present,
-                          tuple(j for j in range(1, n + 1) if j not in present))
-    return codec.DecryptedTallyRecord(ctx.h_e, tally.ballot_count, quorum, tuple(contests))
+    statements = tally_statements(ctx, tally)
+    results = []
+    for done, statement in enumerate(statements, 1):
+        results.append(decrypt_statement(ctx, ctx.k_table, publics, statement, keys, compensated, rng))
+        if progress:
+            progress(done, len(statements))
+    return tally_record(ctx, tally, results, quorum(ctx.parameters.n, sorted(keys), compensated))
 
 
 def open_challenged_record(ctx: ElectionContext, publics: PublicShares, keys: Mapping[int, ThresholdKey],
                            record: codec.BallotRecord, compensated: bool, rng=None) -> codec.ChallengedRecord:
     """A challenged ballot opened through its ballot nonce (spec 3.6.7), as the record publishes it."""
-    ballot, n = record.ballot, ctx.parameters.n
-    statement = nonce_statement(ctx, ballot)
-    verify_encrypted_nonce(ctx, statement.h_i, ballot.encrypted_nonce, f"ballot {ballot.ballot_id!r} nonce")
+    statement = challenged_statement(ctx, record)
     joint = decrypt_statement(ctx, ctx.k_hat_table, publics, statement, keys, compensated, rng)
-    ballot_nonce = decrypt_ballot_nonce(ctx, statement.h_i, ballot.encrypted_nonce, joint.m)      # eqs 35-37
-    contests = []
-    for ec in ballot.contests:
-        contest = ctx.manifest.contest(ec.contest_index)
-        solver = discrete_log(ctx.group, ctx.joint_key, max(1, max(o.selection_limit for o in contest.options)))
-        opened = []
-        for s, option in zip(ec.selections, contest.options):
-            xi = nonce_for_selection(ctx, ballot, ballot_nonce, ec.contest_index, s.option_index)   # eq 33
-            try:
-                value = solver.solve(power_of_key_from_nonce(ctx.group, ctx.k_table, s.ciphertext, xi))  # eq 109
-            except DecryptionError:
-                raise DecryptionError(f"ballot {ballot.ballot_id!r} contest {ec.contest_index} option "
-                                      f"{s.option_index}: the derived nonce does not open the selection") from None
-            opened.append(codec.OpenedSelection(option.index, option.label, value, xi))
-        contests.append(codec.OpenedContest(contest.index, contest.label, tuple(opened)))
-    present = tuple(sorted(keys))
-    quorum = codec.Quorum("compensated" if compensated else "standard", present,
-                          tuple(j for j in range(1, n + 1) if j not in present))
-    return codec.ChallengedRecord(ballot.ballot_id, ctx.h_e, quorum, joint.m, joint.challenge, joint.response,
-                                  joint.shares, tuple(contests))
+    return challenged_record(ctx, record, statement, joint, quorum(ctx.parameters.n, sorted(keys), compensated))
 
 
 def decrypt_into_record(box: BallotBox, vote_keys: Mapping[int, ThresholdKey],
@@ -247,16 +195,12 @@ def decrypt_into_record(box: BallotBox, vote_keys: Mapping[int, ThresholdKey],
     if say:
         say(f"decrypting {len(tally.totals)} option totals with guardians {sorted(vote_keys)}")
     decrypted = decrypt_tally_record(ctx, vote_publics, vote_keys, tally, compensated, rng)
-    digests = {}
+    opened = []
     for rec in box.load_ballots(codec.CHALLENGED):
-        opened = open_challenged_record(ctx, data_publics, data_keys, rec, compensated, rng)
-        rel = layout.challenged_file(rec.ballot_id)
-        digests[rel] = record.write_json(rel, codec.challenged_to_json(group, opened))
+        opened.append(open_challenged_record(ctx, data_publics, data_keys, rec, compensated, rng))
         if say:
             say(f"challenged ballot {rec.ballot_id!r} decrypted")
-    digests[layout.DECRYPTED_TALLY] = record.write_json(layout.DECRYPTED_TALLY,
-                                                        codec.decrypted_tally_to_json(group, decrypted))
-    record.update_index((), digests)
+    write_decryptions(record, ctx, decrypted, opened)
     return decrypted
 
 

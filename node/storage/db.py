@@ -65,6 +65,35 @@ CREATE TABLE IF NOT EXISTS sealed_state (
     session BLOB PRIMARY KEY,
     sealed BLOB NOT NULL           -- the guardian's ceremony secrets, sealed with the node's storage key
 );
+CREATE TABLE IF NOT EXISTS decryptions (
+    session BLOB PRIMARY KEY,
+    request BLOB NOT NULL,         -- the canonical request (node/protocol/decryption.py)
+    requester TEXT NOT NULL,
+    status TEXT NOT NULL,          -- fetching | checking | ready | refused | complete | failed | invalid
+    outcome TEXT NOT NULL DEFAULT '{}',
+    record_dir TEXT,               -- where the requester wants the result written (its own node only)
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS custody_steps (
+    ceremony BLOB NOT NULL,
+    guardian TEXT NOT NULL,
+    step TEXT NOT NULL,            -- downloaded | backed-up | verified
+    at REAL NOT NULL,              -- when the guardian says it did it (inside its signed message)
+    detail TEXT NOT NULL DEFAULT '{}',
+    envelope BLOB,                 -- the signed custody-step message: the evidence
+    PRIMARY KEY (ceremony, guardian, step)
+);
+CREATE TABLE IF NOT EXISTS certificate_signatures (
+    ceremony BLOB NOT NULL,
+    guardian TEXT NOT NULL,
+    digest BLOB NOT NULL,          -- SHA-256 of the certificate body it signed
+    signature BLOB NOT NULL,
+    PRIMARY KEY (ceremony, guardian)
+);
+CREATE TABLE IF NOT EXISTS node_meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS audit (
     id INTEGER PRIMARY KEY,
     at REAL NOT NULL,
@@ -102,7 +131,16 @@ class NodeDatabase:
 
     def next_seq(self) -> int:
         row = self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM outbox").fetchone()
-        return row[0] + 1
+        floor = self._db.execute("SELECT value FROM node_meta WHERE key = 'seq_floor'").fetchone()
+        return max(row[0], int(floor[0]) if floor else 0) + 1
+
+    def set_seq_floor(self, seq: int) -> None:
+        """A node restored from a backup numbers its messages above anything its identity signed before:
+        a reused number with new content would be equivocation to its peers."""
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute("INSERT OR REPLACE INTO node_meta (key, value) VALUES ('seq_floor', ?)", (str(seq),))
+            self._audit("sequence floor", {"seq": seq})
 
     def append_outbox(self, envelope: Envelope, recipient: bytes | None) -> None:
         with self._db:
@@ -160,6 +198,74 @@ class NodeDatabase:
             "SELECT session, config, proposer, status, outcome, created FROM ceremonies ORDER BY created").fetchall()
         return [{"session": bytes(r[0]), "config": bytes(r[1]), "proposer": r[2], "status": r[3],
                  "outcome": json.loads(r[4]), "created": r[5]} for r in rows]
+
+    # --- decryption sessions ---------------------------------------------------------------------
+
+    def add_decryption(self, session: bytes, request: bytes, requester: str, status: str, outcome: dict,
+                       record_dir: str | None = None) -> bool:
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            cursor = self._db.execute(
+                "INSERT OR IGNORE INTO decryptions (session, request, requester, status, outcome, record_dir, "
+                "created) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (session, request, requester, status, json.dumps(outcome), record_dir, time.time()))
+            if cursor.rowcount:
+                self._audit("decryption requested", {"session": session.hex(), "by": requester, "status": status})
+            return bool(cursor.rowcount)
+
+    def set_decryption_status(self, session: bytes, status: str, outcome: dict | None = None) -> None:
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute("UPDATE decryptions SET status = ?, outcome = COALESCE(?, outcome) WHERE session = ?",
+                             (status, json.dumps(outcome) if outcome is not None else None, session))
+            self._audit("decryption " + status, {"session": session.hex(), **(outcome or {})})
+
+    def decryptions(self) -> list[dict]:
+        rows = self._db.execute("SELECT session, request, requester, status, outcome, record_dir, created "
+                                "FROM decryptions ORDER BY created").fetchall()
+        return [{"session": bytes(r[0]), "request": bytes(r[1]), "requester": r[2], "status": r[3],
+                 "outcome": json.loads(r[4]), "record_dir": r[5], "created": r[6]} for r in rows]
+
+    # --- key custody ------------------------------------------------------------------------------
+
+    def add_custody_step(self, ceremony: bytes, guardian: str, step: str, at: float, detail: dict,
+                         envelope: bytes | None) -> bool:
+        """A guardian's custody step; a later step of the same name (a new export, say) replaces it."""
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute(
+                "INSERT OR REPLACE INTO custody_steps (ceremony, guardian, step, at, detail, envelope) "
+                "VALUES (?, ?, ?, ?, ?, ?)", (ceremony, guardian, step, at, json.dumps(detail), envelope))
+            self._audit("custody " + step, {"ceremony": ceremony.hex(), "guardian": guardian, **detail})
+            return True
+
+    def custody_steps(self, ceremony: bytes) -> dict[str, dict[str, dict]]:
+        """guardian -> step -> {at, detail}."""
+        out: dict[str, dict[str, dict]] = {}
+        for guardian, step, at, detail in self._db.execute(
+                "SELECT guardian, step, at, detail FROM custody_steps WHERE ceremony = ?", (ceremony,)):
+            out.setdefault(guardian, {})[step] = {"at": at, "detail": json.loads(detail)}
+        return out
+
+    def clear_custody_steps(self, ceremony: bytes, guardian: str, steps: tuple[str, ...]) -> None:
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            for step in steps:
+                self._db.execute("DELETE FROM custody_steps WHERE ceremony = ? AND guardian = ? AND step = ?",
+                                 (ceremony, guardian, step))
+
+    def add_certificate_signature(self, ceremony: bytes, guardian: str, digest: bytes, signature: bytes) -> None:
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute("INSERT OR REPLACE INTO certificate_signatures (ceremony, guardian, digest, signature) "
+                             "VALUES (?, ?, ?, ?)", (ceremony, guardian, digest, signature))
+            self._audit("certificate signed", {"ceremony": ceremony.hex(), "guardian": guardian,
+                                               "digest": digest.hex()})
+
+    def certificate_signatures(self, ceremony: bytes) -> dict[str, tuple[bytes, bytes]]:
+        rows = self._db.execute("SELECT guardian, digest, signature FROM certificate_signatures WHERE ceremony = ?",
+                                (ceremony,))
+        return {g: (bytes(d), bytes(s)) for g, d, s in rows}
 
     def vote(self, session: bytes, guardian: str, vote: str, why: str = "") -> None:
         with self._db:

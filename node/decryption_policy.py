@@ -1,0 +1,117 @@
+"""What a guardian's node checks before it computes anything with its key share (spec 3.6.1).
+
+The node decrypts only what it has recomputed itself: the aggregate of the cast
+ballots whose proofs and signatures verify (Verifications 1-9 and the ballot
+signatures, run on its own copy of the record) and ballots the record marks
+challenged. The election in the record must be the one this node's key
+ceremony made. Anything else is refused with the reason, which the node signs
+and sends to its peers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from .crypto.decryption import PublicShares
+from .crypto.election import ElectionContext
+from .crypto.errors import GuardianError
+from .crypto.tally import EncryptedTally, tally_ballots
+from .protocol.decryption import DecryptionRequest, Item
+from .record import codec, layout
+from .record.decrypted import challenged_statement, tally_statements
+from .record.verifier import STEP_NUMBER, open_election
+
+# Steps that must pass before any decryption; the decryption steps must not apply yet.
+REQUIRED_STEPS = ("parameters", "guardian public keys", "election public key", "extended base hash",
+                  "selection identifiers", "selection well-formedness", "vote limits", "confirmation codes",
+                  "aggregation", "ballot signatures", "record index")
+DECRYPTION_STEPS = ("tally decryption", "tally contents", "challenged ballot decryption",
+                    "challenged ballot contents")
+
+
+class PolicyRefusal(GuardianError):
+    """This node will not decrypt what it was asked to; the message says why."""
+
+
+@dataclass(frozen=True)
+class Checked:
+    """A record this node has verified, and the statements it agrees to decrypt, in request order."""
+
+    ctx: ElectionContext
+    tally: EncryptedTally | None
+    challenged: tuple[codec.BallotRecord, ...]
+    items: tuple[Item, ...]
+    vote_publics: PublicShares
+    data_publics: PublicShares
+
+
+def check_record(root: Path, request: DecryptionRequest, own_h_e: bytes, own_joint_keys: tuple[int, int],
+                 steps: dict[str, dict]) -> Checked:
+    """Derive the statements from the node's copy of the record; PolicyRefusal says why not.
+
+    `steps` are the verifier's results on that copy (`guardian verify --json`, run by
+    the node in a child process so that its event loop never waits on it), by step name.
+    """
+    try:
+        election = open_election(root)
+    except GuardianError as e:
+        raise PolicyRefusal(f"the record's election does not verify: {e}") from None
+    ctx = election.context
+    if ctx.h_e != own_h_e or (ctx.joint_key, ctx.joint_data_key) != tuple(own_joint_keys):
+        raise PolicyRefusal("the record's election is not the one this guardian's key ceremony made "
+                            "(H_E or the joint keys differ)")
+    if ctx.h_e != request.h_e:
+        raise PolicyRefusal("the request names another election than its record holds")
+    record = layout.Record(root)
+    index = record.read_index()
+    if record.exists(layout.DECRYPTED_TALLY) or record.list_dir(layout.CHALLENGED):
+        raise PolicyRefusal("the record already holds decryptions")
+
+    for name in REQUIRED_STEPS:
+        r = steps.get(name) or {}
+        if r.get("result") != "pass" and not (name == "aggregation" and request.tally is None):
+            failures = r.get("failures") or ["it did not run"]
+            raise PolicyRefusal(f"verification step {STEP_NUMBER[name] or ''} {name} fails on the record: "
+                                f"{failures[0]}".replace("  ", " "))
+
+    ballots = {}
+    for rel in record.list_dir(layout.BALLOTS):
+        rec = codec.ballot_from_json(ctx.group, record.read_json(rel), rel)
+        ballots[rec.ballot_id] = (rel, rec)
+
+    tally = None
+    items: list[Item] = []
+    if request.tally is not None:
+        if _digest(index, layout.ENCRYPTED_TALLY) != request.tally:
+            raise PolicyRefusal("the requested tally is not the record's encrypted_tally.json")
+        cast = [rec for _, (_, rec) in sorted(ballots.items()) if rec.state == codec.CAST]
+        tally = tally_ballots(ctx, [rec.ballot for rec in cast])                       # eq 79, recomputed
+        _, published = codec.encrypted_tally_from_json(ctx.group, record.read_json(layout.ENCRYPTED_TALLY))
+        if published != tally:
+            raise PolicyRefusal("the record's encrypted tally is not the aggregate of its cast ballots")
+        for s in tally_statements(ctx, tally):
+            items.append(Item(f"contest {s.contest_index} option {s.option_index}", s))
+
+    challenged = []
+    for ballot_id, digest in request.challenged:
+        found = ballots.get(ballot_id)
+        if found is None:
+            raise PolicyRefusal(f"ballot {ballot_id!r} is not in the record")
+        rel, rec = found
+        if _digest(index, rel) != digest:
+            raise PolicyRefusal(f"ballot {ballot_id!r}: the requested file is not the record's {rel}")
+        if rec.state != codec.CHALLENGED:
+            raise PolicyRefusal(f"ballot {ballot_id!r} is {rec.state.lower()}, not challenged: a cast ballot is "
+                                f"never decrypted on its own")
+        challenged.append(rec)
+        items.append(Item(f"challenged ballot {ballot_id!r}", challenged_statement(ctx, rec)))
+
+    keys = {pk.index: pk for pk in election.keys}
+    return Checked(ctx, tally, tuple(challenged), tuple(items),
+                   PublicShares(ctx.group, {i: pk.commitments for i, pk in keys.items()}),
+                   PublicShares(ctx.group, {i: pk.data_commitments for i, pk in keys.items()}))
+
+
+def _digest(index: dict[str, str], rel: str) -> bytes | None:
+    return bytes.fromhex(index[rel]) if rel in index else None

@@ -1,0 +1,581 @@
+"""The node's decryption sessions: the edge between the daemon and the sans-I/O decryption machine.
+
+A session goes through four stages on every node:
+
+  fetching  the node gets its own copy of the record, file by file, by SHA-256
+            from the index the request names (link frames "want" / "blob"; the
+            requester has every file, and any node with a copy serves it)
+  checking  `guardian verify` runs on the copy in a child process, then the node's
+            policy (node/decryption_policy.py) derives the statements or refuses
+  ready     the DecryptionTranscript and this node's DecryptionGuardian run the
+            rounds; every step commits the guardian's sealed state together with
+            the messages that depend on it before anything is sent
+  complete  every node writes the decryptions into its copy of the record; the
+            requester also into the record directory it was given
+
+After a restart, a session resumes at its stage: the copy and the verification
+are kept, the transcript is rebuilt from the stored messages and the guardian
+from its sealed state, so no nonce is drawn twice for one round.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import secrets
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import trio
+
+from .crypto.errors import GuardianError, InputError
+from .decryption_policy import Checked, PolicyRefusal, check_record
+from .protocol.ceremony import Guardian, Transcript
+from .protocol.decryption import (
+    MESSAGE_TYPES, REQUEST_TYPE, DecryptionContext, DecryptionGuardian, DecryptionRequest, DecryptionTranscript,
+    MalformedMessage, Send, parse_request,
+)
+from .protocol.election_config import parse_election_config
+from .protocol.envelope import Envelope, decode_envelope, seal_envelope
+from .record import codec, layout
+from .record.decrypted import JointResult, challenged_record, quorum, tally_record, write_decryptions
+
+if TYPE_CHECKING:
+    from .daemon import Node
+
+log = logging.getLogger("guardian.decryption")
+FETCH_RETRY_SECONDS = 1.0
+MAX_WANT = 32
+ACTIVE = ("fetching", "checking", "ready")
+SAFE_PATH = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*(/[A-Za-z0-9_][A-Za-z0-9._-]*)*")
+SUMMARY = "decryption_session.json"
+
+
+class Session:
+    """One decryption session on this node."""
+
+    def __init__(self, session: bytes, request: DecryptionRequest, requester: str, record_dir: str | None) -> None:
+        self.session, self.request, self.requester, self.record_dir = session, request, requester, record_dir
+        self.stage = "fetching"
+        self.reason = ""
+        self.started = trio.current_time()
+        self.wall_started = time.time()
+        self.needed: dict[bytes, list[str]] | None = None      # digest -> paths in the copy, once the index is in
+        self.checked: Checked | None = None
+        self.transcript: DecryptionTranscript | None = None
+        self.guardian: DecryptionGuardian | None = None
+        self.pending: list[Envelope] = []
+        self.wake = trio.Event()
+        self.timings: dict[str, float] = {}
+        self.fetch_error: str | None = None
+
+    def poke(self) -> None:
+        event, self.wake = self.wake, trio.Event()
+        event.set()
+
+
+class Decryptions:
+    def __init__(self, node: "Node") -> None:
+        self.node = node
+        self.sessions: dict[bytes, Session] = {}
+        self.serving: dict[bytes, Path] = {}    # public record files this node can give its peers
+
+    @property
+    def _box(self):
+        return self.node.ceremonies._box
+
+    def _copy(self, session: bytes) -> Path:
+        return self.node.config.data_dir / "decryptions" / session.hex() / "record"
+
+    # --- start and restart ------------------------------------------------------------------------
+
+    def restore(self, nursery: trio.Nursery) -> None:
+        self._nursery = nursery
+        for d in self.node.db.decryptions():
+            if d["status"] == "invalid":
+                continue
+            request = parse_request(d["request"], len(self.node.roster))
+            self._listen(d["session"])
+            copy = self._copy(d["session"])
+            if (copy / layout.INDEX).exists():
+                self._serve_copy(copy)
+            if d["status"] in ACTIVE:
+                self._begin(d["session"], request, d["requester"], d["record_dir"])
+
+    def _listen(self, session: bytes) -> None:
+        self.node.filter.sessions.add(session)
+        self.node.filter.accepted_types[session] = MESSAGE_TYPES
+
+    def _begin(self, session: bytes, request: DecryptionRequest, requester: str, record_dir: str | None) -> None:
+        run = Session(session, request, requester, record_dir)
+        self.sessions[session] = run
+        self._nursery.start_soon(self._guarded, run)
+
+    async def _guarded(self, run: Session) -> None:
+        try:
+            await self._run(run)
+        except GuardianError as e:
+            self._fail(run, str(e))
+        except Exception as e:     # a bug costs this session, never the node
+            log.exception("internal error in decryption session %s", run.session.hex()[:16])
+            self._fail(run, f"internal error: {type(e).__name__}")
+
+    # --- requests -----------------------------------------------------------------------------------
+
+    def request(self, record_dir: str, compensated: bool, ballots: list[str] | None, timeout: float | None) -> str:
+        """`guardian decrypt --record DIR`: ask every guardian to decrypt the record's tally and challenged ballots."""
+        root = Path(record_dir).resolve()
+        record = layout.Record(root)
+        if not record.exists(layout.INDEX):
+            raise InputError(f"{root}: not an election record (no {layout.INDEX})")
+        index_bytes = record.read(layout.INDEX)
+        index = codec.index_from_json(codec.load_json(index_bytes, layout.INDEX))
+        h_e = codec.hashes_ext_from_json(record.read_json(layout.HASHES_EXT))
+        ceremony = self._ceremony_for(h_e)
+        for rel, digest in index.items():
+            size = record.path(rel).stat().st_size if record.exists(rel) else None
+            if size is None or layout.sha256_file(record.path(rel)) != digest:
+                raise InputError(f"{root}: {rel} does not match the record's index; run `guardian verify {root}`")
+            if size > self.node.config.max_frame_bytes - 1024:
+                raise InputError(f"{root}: {rel} is {size} bytes, more than a peer accepts in one frame "
+                                 f"(max_frame_bytes {self.node.config.max_frame_bytes})")
+        if ballots:
+            wanted = [layout.check_ballot_id(b) for b in ballots]
+            tally = None
+        else:
+            wanted = [rel[len(layout.BALLOTS) + 1:-len(".json")] for rel in record.list_dir(layout.BALLOTS)
+                      if _ballot_state(record, rel) == codec.CHALLENGED]
+            if layout.ENCRYPTED_TALLY not in index:
+                raise InputError(f"{root}: the record has no encrypted tally yet (run `guardian tally`)")
+            tally = bytes.fromhex(index[layout.ENCRYPTED_TALLY])
+        challenged = []
+        for ballot_id in wanted:
+            rel = layout.ballot_file(ballot_id)
+            if rel not in index:
+                raise InputError(f"{root}: no ballot {ballot_id!r} in the record")
+            challenged.append((ballot_id, bytes.fromhex(index[rel])))
+        if tally is None and not challenged:
+            raise InputError(f"{root}: nothing to decrypt")
+        n = len(self.node.roster)
+        request = DecryptionRequest(ceremony, h_e, hashlib.sha256(index_bytes).digest(), tally, tuple(challenged),
+                                    compensated, self.node.me.sequence,
+                                    float(timeout or self.node.config.decryption_timeout_seconds),
+                                    secrets.token_hex(8))
+        data = request.canonical_bytes()
+        parse_request(data, n)           # the checks a peer will make
+        session = request.session
+        self._serve_record(root, index, index_bytes)
+        self.node.db.add_decryption(session, data, self.node.me.name, "fetching", {}, str(root))
+        self._listen(session)
+        self.node.send(REQUEST_TYPE, {"request": data})
+        self._begin(session, request, self.node.me.name, str(root))
+        return session.hex()
+
+    def _ceremony_for(self, h_e: bytes) -> bytes:
+        for c in self.node.db.ceremonies():
+            if c["status"] == "complete" and c["outcome"].get("h_e") == h_e.hex():
+                return c["session"]
+        raise InputError("this guardian took part in no completed key ceremony for the record's election "
+                         f"(H_E {h_e.hex()[:16]}...)")
+
+    def on_request(self, envelope: Envelope, sender: str) -> None:
+        body = envelope.body if isinstance(envelope.body, dict) else {}
+        data = body.get("request")
+        try:
+            request = parse_request(data, len(self.node.roster))
+            entry = self.node.roster.by_key(envelope.sender)
+            if entry is None or entry.sequence != request.coordinator:
+                raise InputError("the request names another guardian as its coordinator than its sender")
+        except GuardianError as e:
+            log.warning("invalid decryption request from %s: %s", sender, e)
+            if isinstance(data, bytes):
+                self.node.db.add_decryption(hashlib.sha256(data).digest(), data, sender, "invalid",
+                                            {"reason": str(e)[:300]})
+            return
+        session = request.session
+        if self.node.db.add_decryption(session, data, sender, "fetching", {}):
+            self._listen(session)
+            self._begin(session, request, sender, None)
+
+    def on_session_message(self, envelope: Envelope) -> None:
+        run = self.sessions.get(envelope.session)
+        if run is not None and run.transcript is not None:
+            run.pending.append(envelope)      # before the transcript exists, the log replays it
+            run.poke()
+
+    # --- stage 1: the record copy -------------------------------------------------------------------
+
+    def _serve_record(self, root: Path, index: dict[str, str], index_bytes: bytes) -> None:
+        self.serving[hashlib.sha256(index_bytes).digest()] = root / layout.INDEX
+        for rel, digest in index.items():
+            self.serving[bytes.fromhex(digest)] = root / rel
+
+    def _serve_copy(self, copy: Path) -> None:
+        try:
+            index_bytes = (copy / layout.INDEX).read_bytes()
+            self._serve_record(copy, codec.index_from_json(codec.load_json(index_bytes, layout.INDEX)), index_bytes)
+        except (OSError, GuardianError):
+            pass
+
+    def blob(self, digest: bytes) -> bytes | None:
+        """A public record file a peer asked for, if this node has it and it is unchanged."""
+        path = self.serving.get(digest)
+        if path is None:
+            return None
+        try:
+            data = path.read_bytes()
+        except OSError:
+            return None
+        return data if hashlib.sha256(data).digest() == digest else None
+
+    def on_blob(self, digest: bytes, data: bytes) -> None:
+        if hashlib.sha256(data).digest() != digest:
+            return
+        for run in self.sessions.values():
+            if run.stage != "fetching":
+                continue
+            try:
+                stored = self._store(run, digest, data)
+            except GuardianError as e:       # e.g. an index naming unsafe paths: the session refuses
+                run.fetch_error, stored = str(e), True
+            if stored:
+                run.poke()
+
+    def _store(self, run: Session, digest: bytes, data: bytes) -> bool:
+        copy = self._copy(run.session)
+        if run.needed is None:
+            if digest != run.request.record:
+                return False
+            index = codec.index_from_json(codec.load_json(data, layout.INDEX))
+            for rel in index:
+                if not SAFE_PATH.fullmatch(rel) or rel == layout.INDEX:
+                    raise PolicyRefusal(f"the record's index names an unsafe path {rel[:80]!r}")
+            copy.mkdir(parents=True, exist_ok=True)
+            run.needed = {}
+            for rel, hex_digest in index.items():
+                if not (copy / rel).exists() or layout.sha256_file(copy / rel) != hex_digest:
+                    run.needed.setdefault(bytes.fromhex(hex_digest), []).append(rel)
+            layout.atomic_write(copy / layout.INDEX, data)
+            return True
+        paths = run.needed.pop(digest, None)
+        if paths is None:
+            return False
+        for rel in paths:
+            (copy / rel).parent.mkdir(parents=True, exist_ok=True)
+            layout.atomic_write(copy / rel, data)
+        return True
+
+    async def _fetch(self, run: Session) -> None:
+        copy = self._copy(run.session)
+        if (copy / layout.INDEX).exists():
+            data = (copy / layout.INDEX).read_bytes()
+            if hashlib.sha256(data).digest() == run.request.record:
+                self._store(run, run.request.record, data)
+        while run.needed is None or run.needed:
+            if run.fetch_error:
+                raise PolicyRefusal(run.fetch_error)
+            wanted = [run.request.record] if run.needed is None else list(run.needed)
+            for digest in wanted:
+                data = self.blob(digest)          # the requester has the files itself
+                if data is not None:
+                    self._store(run, digest, data)
+            if run.needed is not None and not run.needed:
+                break
+            wanted = [run.request.record] if run.needed is None else list(run.needed)[:MAX_WANT]
+            wake = run.wake
+            for peer in self._peers_first(run.requester):
+                await self.node.want(peer, wanted)
+            with trio.move_on_after(FETCH_RETRY_SECONDS):
+                await wake.wait()
+        self._serve_copy(copy)
+
+    def _peers_first(self, name: str):
+        peers = sorted(self.node.peers.values(), key=lambda p: (p.entry.name != name, p.entry.sequence))
+        return [p for p in peers if p.connection is not None]
+
+    # --- stage 2: the policy ----------------------------------------------------------------------------
+
+    async def _check(self, run: Session) -> Checked:
+        copy = self._copy(run.session)
+        ceremony = next((c for c in self.node.db.ceremonies() if c["session"] == run.request.ceremony), None)
+        if ceremony is None or ceremony["status"] != "complete":
+            raise PolicyRefusal("this guardian has no completed key ceremony with the session the request names")
+        export = Path(ceremony["outcome"].get("export", ""))
+        own = await trio.to_thread.run_sync(_election_of, export)
+        steps = await self._verify(copy)
+        return await trio.to_thread.run_sync(check_record, copy, run.request, own[0], own[1], steps)
+
+    async def _verify(self, copy: Path) -> dict[str, dict]:
+        """`guardian verify --json` on the copy, in a child process: the event loop never waits on it.
+
+        The report is kept beside the copy (in this node's own data directory), so a restart
+        does not verify the same files again."""
+        cache = copy.parent / "verified.json"
+        index_digest = layout.sha256_file(copy / layout.INDEX)
+        try:
+            kept = json.loads(cache.read_text())
+            if kept.get("index") == index_digest:
+                return kept["steps"]
+        except (OSError, ValueError, AttributeError):
+            pass
+        command = [sys.executable, "-m", "node.cli", "verify", str(copy), "--json"]
+        workers = self.node.config.verify_workers
+        if workers:
+            command += ["--workers", str(workers)]
+        result = await trio.run_process(command, capture_stdout=True, capture_stderr=True, check=False)
+        try:
+            report = json.loads(result.stdout)
+            steps = {s["step"]: s for s in report["steps"]}
+        except (ValueError, KeyError, TypeError):
+            raise PolicyRefusal("the verifier did not produce a report: "
+                                + result.stderr.decode(errors="replace")[-300:]) from None
+        layout.atomic_write(cache, json.dumps({"index": index_digest, "steps": steps}).encode())
+        return steps
+
+    # --- the session ------------------------------------------------------------------------------------
+
+    async def _run(self, run: Session) -> None:
+        status = self._status_row(run.session)
+        try:
+            if status == "fetching":
+                await self._fetch(run)
+                run.timings["fetched"] = trio.current_time() - run.started
+                self.node.db.set_decryption_status(run.session, "checking")
+            run.stage = "checking"
+            run.checked = await self._check(run)
+        except PolicyRefusal as e:
+            self._refuse(run, str(e))
+            return
+        run.timings["checked"] = trio.current_time() - run.started
+        if status != "ready":
+            self.node.db.set_decryption_status(run.session, "ready")
+        await self._rounds(run)
+
+    def _refuse(self, run: Session, reason: str) -> None:
+        run.stage, run.reason = "refused", reason
+        log.warning("decryption %s refused: %s", run.session.hex()[:16], reason)
+        self.node.db.set_decryption_status(run.session, "refused", {"reason": reason[:500]})
+        self.node.send("decrypt-refuse", {"reason": reason[:500]}, session=run.session)
+
+    def _fail(self, run: Session, reason: str) -> None:
+        run.stage, run.reason = "failed", reason
+        log.warning("decryption %s failed: %s", run.session.hex()[:16], reason)
+        self.node.db.set_decryption_status(run.session, "failed", {"reason": reason[:500]})
+
+    def _status_row(self, session: bytes) -> str | None:
+        return next((d["status"] for d in self.node.db.decryptions() if d["session"] == session), None)
+
+    async def _rounds(self, run: Session) -> None:
+        checked, request = run.checked, run.request
+        ctx = checked.ctx
+        dctx = DecryptionContext(ctx.group, ctx.g_table, ctx.parameters.n, ctx.parameters.k, checked.items,
+                                 {"vote": ctx.k_table, "data": ctx.k_hat_table},
+                                 {"vote": checked.vote_publics, "data": checked.data_publics})
+        keys = await trio.to_thread.run_sync(self._keys, request.ceremony)
+        sealed = self.node.db.sealed_state(run.session)
+        state = json.loads(self._box.decrypt(sealed)) if sealed else None
+        transcript = DecryptionTranscript(request, dctx, trio.current_time())
+        guardian = DecryptionGuardian(transcript, self.node.me.sequence, keys, state)
+        for raw, own in self.node.db.session_log(run.session):
+            envelope = decode_envelope(raw, 64 * 2**20)
+            if own:
+                guardian.note_sent(envelope.type, envelope.body)
+            run.pending.append(envelope)
+        run.transcript, run.guardian, run.stage = transcript, guardian, "ready"
+        log.info("decryption %s: %d statements, %s", run.session.hex()[:16], len(checked.items),
+                 "resumed" if sealed else "ready")
+        while True:
+            batch, run.pending = run.pending, []
+            now = trio.current_time()
+            wake = run.wake
+            sends, faults = await trio.to_thread.run_sync(self._advance, run, batch, now)
+            for name, reason in faults:
+                self.node.db.refuse(name, "bad decryption message", reason)
+                log.warning("decryption message from %s refused: %s", name, reason)
+            if sends:
+                self._commit(run, sends)
+                continue
+            if transcript.result is not None:
+                await self._finish(run)
+                return
+            if transcript.fatal or transcript.unreachable():
+                self._fail(run, transcript.fatal or self._unreachable_reason(transcript))
+                return
+            if run.pending:
+                continue
+            deadline = transcript.deadline()
+            with trio.move_on_at(deadline + 0.05 if deadline is not None and deadline > now else float("inf")):
+                await wake.wait()
+
+    def _advance(self, run: Session, batch: list[Envelope], now: float) -> tuple[list[Send], list[tuple[str, str]]]:
+        """In a worker thread: feed the messages to the transcript, then let the guardian act."""
+        faults = []
+        for envelope in batch:
+            entry = self.node.roster.by_key(envelope.sender)
+            try:
+                run.transcript.receive(entry.sequence, envelope.type, envelope.body, now)
+            except MalformedMessage as e:
+                faults.append((entry.name, str(e)))
+        return run.guardian.act(now, self._expected()), faults
+
+    def _expected(self) -> set[int]:
+        """The guardians the coordinator waits for before the first round: itself and those it has a link to."""
+        return {self.node.me.sequence} | {p.entry.sequence for p in self.node.peers.values()
+                                          if p.connection is not None}
+
+    def links_changed(self) -> None:
+        """A link came up or went down: the coordinator may now wait for fewer (or more) guardians."""
+        for run in self.sessions.values():
+            if run.transcript is not None:
+                run.poke()
+
+    def _commit(self, run: Session, sends: list[Send]) -> None:
+        seq = self.node.db.next_seq()
+        envelopes = [seal_envelope(self.node.identity.signing_key, s.type, run.session, seq + i, s.body)
+                     for i, s in enumerate(sends)]
+        for envelope in envelopes:
+            if len(envelope.encode()) > self.node.config.max_frame_bytes:
+                raise InputError(f"a {envelope.type} message of {len(envelope.encode())} bytes exceeds "
+                                 f"max_frame_bytes ({self.node.config.max_frame_bytes}); raise it on every node")
+        sealed = self._box.encrypt(json.dumps(run.guardian.state).encode())
+        self.node.db.append_outbox_with_state(envelopes, run.session, bytes(sealed))
+        self.node.outbox_changed()
+        run.pending[:0] = envelopes            # our own messages pass the same checks
+
+    def _keys(self, ceremony_session: bytes) -> dict:
+        row = next(c for c in self.node.db.ceremonies() if c["session"] == ceremony_session)
+        config = parse_election_config(row["config"])
+        me = config.guardian_by_key(self.node.identity.public_key).sequence
+        sealed = self.node.db.sealed_state(ceremony_session)
+        if sealed is None:
+            raise PolicyRefusal("this node holds no key shares for the ceremony")
+        vote, data = Guardian(Transcript(config), me, json.loads(self._box.decrypt(sealed))).decryption_keys()
+        return {"vote": vote, "data": data}
+
+    def _unreachable_reason(self, t: DecryptionTranscript) -> str:
+        names = self._names()
+        out = [f"{names[i]} refused: {why}" for i, why in sorted(t.refused.items())]
+        out += [f"{names[i]} excluded: {why}" for i, why in sorted(t.excluded.items())]
+        return f"fewer than {t.ctx.k} guardians can take part: " + "; ".join(out)
+
+    def _names(self) -> dict[int, str]:
+        return {e.sequence: e.name for e in self.node.roster.entries}
+
+    # --- stage 4: the result ------------------------------------------------------------------------
+
+    async def _finish(self, run: Session) -> None:
+        outcome = await trio.to_thread.run_sync(self._write_results, run)
+        run.stage = "complete"
+        run.timings["complete"] = trio.current_time() - run.started
+        run.timings["last_round"] = trio.current_time() - run.transcript.result.started
+        outcome["seconds"] = {k: round(v, 3) for k, v in run.timings.items()}
+        self.node.db.set_decryption_status(run.session, "complete", outcome)
+        log.info("decryption %s complete: present %s, missing %s", run.session.hex()[:16], outcome["present"],
+                 outcome["missing"])
+
+    def _write_results(self, run: Session) -> dict:
+        t, checked = run.transcript, run.checked
+        ctx, rnd = checked.ctx, t.result
+        who = quorum(ctx.parameters.n, rnd.present, run.request.compensated)
+        joints = [JointResult(m, c, v, tuple(codec.ShareRecord(s.part.guardian, s.part.missing, s.value,
+                                                               s.commitment_a, s.commitment_b, v_i)
+                                             for s, v_i in parts))
+                  for m, c, v, parts in rnd.results]
+        pos = 0
+        decrypted = None
+        if checked.tally is not None:
+            count = sum(len(c.options) for c in ctx.manifest.contests)
+            decrypted = tally_record(ctx, checked.tally, joints[:count], who)
+            pos = count
+        opened = []
+        for rec in checked.challenged:
+            item = checked.items[pos]
+            opened.append(challenged_record(ctx, rec, item.statement, joints[pos], who))
+            pos += 1
+        names = self._names()
+        summary = {"session": run.session.hex(), "request": run.request.to_json_dict(),
+                   "form": who.form, "present": list(who.present), "missing": list(who.missing),
+                   "rounds": [{"round": r.number, "present": list(r.present), "missing": list(r.missing),
+                               "excluded": {str(i): why for i, why in r.culprits.items()}} for r in t.rounds],
+                   "refused": {names.get(i, str(i)): why for i, why in t.refused.items()}}
+        extra = {SUMMARY: codec.canonical_bytes(summary)}
+        targets = [self._copy(run.session)]
+        written = []
+        if run.record_dir:
+            root = Path(run.record_dir)
+            try:
+                same = hashlib.sha256((root / layout.INDEX).read_bytes()).digest() == run.request.record
+            except OSError:
+                same = False
+            if same:
+                targets.append(root)
+            else:
+                log.warning("%s changed since the request; the result is only in %s", root, targets[0])
+        for root in targets:
+            write_decryptions(layout.Record(root), ctx, decrypted, opened, extra)
+            written.append(str(root))
+        tally = None
+        if decrypted is not None:
+            tally = {c.label: {o.label: o.tally for o in c.options} for c in decrypted.contests}
+        return {"present": [names[i] for i in who.present], "missing": [names[i] for i in who.missing],
+                "form": who.form, "rounds": len(t.rounds), "tally": tally,
+                "challenged": [o.ballot_id for o in opened],
+                "excluded": {names.get(i, str(i)): why for i, why in t.excluded.items()},
+                "refused": {names.get(i, str(i)): why for i, why in t.refused.items()},
+                "written": written}
+
+    # --- status ----------------------------------------------------------------------------------------
+
+    def status(self) -> list[dict]:
+        now = trio.current_time()
+        names = self._names()
+        out = []
+        for d in self.node.db.decryptions():
+            entry = {"session": d["session"].hex(), "status": d["status"], "requester": d["requester"],
+                     "outcome": d["outcome"]}
+            try:
+                request = parse_request(d["request"], len(self.node.roster))
+                entry.update({"compensated": request.compensated, "timeout_seconds": request.timeout,
+                              "tally": request.tally is not None, "challenged": len(request.challenged)})
+            except GuardianError:
+                pass
+            run = self.sessions.get(d["session"])
+            if run is not None:
+                entry["stage"] = run.stage
+                entry["seconds"] = round(now - run.started, 1)
+                t = run.transcript
+                if t is not None and d["status"] == "ready":
+                    r = t.current
+                    missing = t.stalled(now)
+                    entry.update({
+                        "available": [names[i] for i in t.available() if missing is None or i not in missing],
+                        "absent": [names[i] for i in (t.absent() if missing is None else missing)],
+                        "refused": {names[i]: why for i, why in t.refused.items()},
+                        "excluded": {names[i]: why for i, why in t.excluded.items()},
+                        "round": r.number if r else 0,
+                        "step": r.step if r else "gathering",
+                        "waiting_for": [names[i] for i in (r.waiting_for() if r else t.absent())],
+                        "stalled": missing is not None,
+                        "quorum": t.ctx.k,
+                    })
+            out.append(entry)
+        return out
+
+
+def _election_of(export: Path) -> tuple[bytes, tuple[int, int]]:
+    from .record.verifier import open_election
+
+    ctx = open_election(export).context
+    return ctx.h_e, (ctx.joint_key, ctx.joint_data_key)
+
+
+def _ballot_state(record: layout.Record, rel: str) -> str | None:
+    try:
+        obj = record.read_json(rel)
+    except GuardianError:
+        return None
+    return obj.get("ballot_state") if isinstance(obj, dict) else None
