@@ -64,6 +64,8 @@ def check_record(root: Path, request: DecryptionRequest, own_h_e: bytes, own_joi
     if ctx.h_e != request.h_e:
         raise PolicyRefusal("the request names another election than its record holds")
     record = layout.Record(root)
+    if layout.sha256_file(record.path(layout.INDEX)) != request.record.hex().upper():
+        raise PolicyRefusal("the record's index is not the one the request names")
     index = record.read_index()
     if record.exists(layout.DECRYPTED_TALLY) or record.list_dir(layout.CHALLENGED):
         raise PolicyRefusal("the record already holds decryptions")

@@ -311,7 +311,8 @@ class DecryptionTranscript:
             after = body.get("after_round")
             if isinstance(after, bool) or not isinstance(after, int) or after < 0:
                 raise MalformedMessage(f"decrypt-ready from guardian {sender}: after_round must be a count")
-            self.ready[sender] = max(after, self.ready.get(sender, 0))
+            # A round count from the future (one this node has not seen opened) counts as the present one.
+            self.ready[sender] = max(min(after, len(self.rounds)), self.ready.get(sender, 0))
         elif type_ == "decrypt-refuse":
             why = body.get("reason")
             self.refused[sender] = why[:500] if isinstance(why, str) else "no reason given"
@@ -341,9 +342,14 @@ class DecryptionTranscript:
             raise MalformedMessage(f"decrypt-round {r}: present must be at least {self.ctx.k} distinct "
                                    f"guardian numbers in increasing order")
         previous = self.current
+        missing = body.get("missing", [])
+        if not (isinstance(missing, list) and all(isinstance(i, int) and not isinstance(i, bool) for i in missing)
+                and (previous is not None or not missing) and set(missing) <= set(previous.present if previous else ())):
+            raise MalformedMessage(f"decrypt-round {r}: missing must list guardians of the round before")
         if previous is not None and previous.step in STEPS:
-            # The coordinator gave up on it: whoever had not answered its step is missing.
-            previous.missing = tuple(previous.waiting_for())
+            # The coordinator gave up on it, naming who had not answered its step (its view is the one that
+            # counts, so that every node names the same guardians).
+            previous.missing = tuple(sorted(set(missing)))
             for i in previous.missing:
                 self.missing_in[i] = previous.number
         plan = plan_parts(self.ctx.group, self.ctx.n, present, self.request.compensated)
@@ -430,8 +436,8 @@ class DecryptionTranscript:
     def _responses(self, rnd: Round, i: int, body: dict) -> None:
         if i in rnd.responses:
             return
-        if rnd.challenges is None:
-            raise MalformedMessage(f"guardian {i} answered before every commitment was known")
+        if i not in rnd.shares:     # its own commitments first (3.6.5); others' may still be on their way to us
+            raise MalformedMessage(f"guardian {i} answered before sending its commitments")
         rows, cols, g = len(self.ctx.items), len(rnd.parts[i]), self.ctx.group
         v = _matrix(body.get("v"), rows, cols, g.q_bytes, f"guardian {i}'s responses")
         if any(x >= g.q for row in v for x in row):
@@ -500,11 +506,20 @@ class DecryptionTranscript:
         return None
 
     def stalled(self, now: float) -> list[int] | None:
-        """Past its deadline with fewer than k guardians to go on with: who is missing; else None."""
-        deadline = self.deadline()
-        if self.result is not None or deadline is None or now < deadline:
+        """Who is missing when the session cannot go on without someone coming back; else None.
+
+        That is: fewer than k guardians are available past the gathering deadline, or after a
+        round failed; or a round is twice its step timeout late and without the late ones
+        fewer than k remain (a late answer still completes a round, so one timeout is not enough).
+        """
+        if self.result is not None:
             return None
         r = self.current
+        deadline = self.deadline()
+        if deadline is not None and r is not None:
+            deadline += self.request.timeout
+        if deadline is not None and now < deadline:
+            return None
         late = set(r.waiting_for()) if r is not None else set()
         usable = [i for i in self.available() if i not in late]
         if len(usable) >= self.ctx.k:
@@ -565,7 +580,8 @@ class DecryptionGuardian:
             present = t.next_round(now, expected)
             if present is not None and f"decrypt-round:{rounds_seen + 1}" not in self.state["sent"]:
                 self._sent("decrypt-round", rounds_seen + 1)
-                sends.append(Send("decrypt-round", {"round": rounds_seen + 1, "present": present}))
+                late = r.waiting_for() if r is not None else []
+                sends.append(Send("decrypt-round", {"round": rounds_seen + 1, "present": present, "missing": late}))
                 return sends      # the round opens when our own message comes back through the transcript
         if r is None or me not in r.present or r.step not in STEPS:
             return sends

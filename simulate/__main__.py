@@ -1,0 +1,7 @@
+"""`python -m simulate SCENARIO... | --all | --random N --seed S` (also `guardian simulate`)."""
+
+import sys
+
+from .main import main
+
+sys.exit(main())
