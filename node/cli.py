@@ -13,7 +13,8 @@ import sys
 
 from .crypto.errors import GuardianError
 
-FEATURES = ["node.demo_cli", "node.daemon_cli", "node.decrypt_cli", "node.record.commands", "node.custody_cli"]
+FEATURES = ["node.demo_cli", "node.daemon_cli", "node.decrypt_cli", "node.record.commands", "node.custody_cli",
+            "node.simulate_cli"]
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict]:
@@ -30,6 +31,15 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["simulate"]:     # the simulator parses its own options (argparse cannot pass "--x" through)
+        from simulate.main import main as simulate
+
+        try:
+            return simulate(argv[1:], prog="guardian simulate")
+        except BrokenPipeError:      # output piped into `head` and the like
+            sys.stderr.close()
+            return 0
     parser, handlers = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

@@ -281,9 +281,12 @@ class Custody:
         if record is None or record["status"] != "complete":
             return
         config = self._config(record)
-        if not self.complete(session, config) or self.node.me.name in self.node.db.certificate_signatures(session):
+        if not self.complete(session, config):
             return
         digest = body_digest(self.certificate_body(record))
+        mine = self.node.db.certificate_signatures(session).get(self.node.me.name)
+        if mine is not None and mine[0] == digest:
+            return                 # signed already; a new export and verification change the body: sign that
         signature = self.node.identity.sign(certificate_message(digest))
         self.node.send("certificate-signature", {"ceremony": session, "digest": digest, "signature": signature})
         self.node.db.add_certificate_signature(session, self.node.me.name, digest, signature)

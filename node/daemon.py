@@ -31,6 +31,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import h11
 import msgpack
 import trio
 import trio_websocket
@@ -169,26 +170,34 @@ class Node:
             started = trio.current_time()
             peer.state = "dialing"
             try:
-                async with trio_websocket.open_websocket_url(
-                        url, context, max_message_size=2 * self.config.max_frame_bytes,
-                        connect_timeout=HANDSHAKE_TIMEOUT, disconnect_timeout=2) as ws:
-                    await self._serve_connection(ws, DIALER, url, expected=peer.entry.public_key)
-            except (OSError, trio_websocket.HandshakeError, trio_websocket.ConnectionClosed,
-                    trio_websocket.ConnectionRejected, trio_websocket.ConnectionTimeout,
-                    trio_websocket.DisconnectionTimeout, trio.BrokenResourceError, ssl.SSLError) as e:
+                await self._dial_once(url, context, peer)
+            except* DIAL_ERRORS as group:
+                e = _first(group)
                 peer.dial_failures += 1
                 peer.last_error = f"{type(e).__name__}: {e}"[:200]
                 log.debug("dial %s failed: %s", peer.entry.name, peer.last_error)
-            except Exception as e:
+            except* Exception as group:
                 peer.dial_failures += 1
-                peer.last_error = f"internal error: {type(e).__name__}"
-                log.exception("internal error dialling %s", peer.entry.name)
+                peer.last_error = f"internal error: {type(_first(group)).__name__}"
+                log.error("internal error dialling %s", peer.entry.name, exc_info=_first(group))
             if peer.state != "connected":
                 peer.state = "disconnected"
             if trio.current_time() - started > 4 * initial:
                 delay = initial       # the link held for a while: start the backoff afresh
             await trio.sleep(min(delay, maximum) * random.uniform(0.5, 1.5))
             delay = min(delay * 2, maximum)
+
+    async def _dial_once(self, url: str, context, peer: PeerState) -> None:
+        async with trio.open_nursery() as link_nursery:
+            # Our own deadline around the whole dial: a peer (or a middlebox) that accepts the TCP
+            # connection and never answers the upgrade must not hold the dial loop forever.
+            with trio.fail_after(HANDSHAKE_TIMEOUT):
+                ws = await trio_websocket.connect_websocket_url(
+                    link_nursery, url, context, max_message_size=2 * self.config.max_frame_bytes)
+            try:
+                await self._serve_connection(ws, DIALER, url, expected=peer.entry.public_key)
+            finally:
+                await _close(ws)
 
     # --- one connection ---------------------------------------------------------------------------
 
@@ -538,6 +547,16 @@ class Node:
 
 
 LINK_CLOSED = (trio_websocket.ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError)
+DIAL_ERRORS = (OSError, trio_websocket.HandshakeError, trio_websocket.ConnectionClosed, trio_websocket.ConnectionRejected,
+               trio_websocket.ConnectionTimeout, trio_websocket.DisconnectionTimeout, trio.BrokenResourceError,
+               trio.TooSlowError, ssl.SSLError, h11.ProtocolError)
+
+
+def _first(group: BaseException) -> BaseException:
+    """The first leaf of an exception group (the one that ended the dial)."""
+    while isinstance(group, BaseExceptionGroup):
+        group = group.exceptions[0]
+    return group
 
 
 async def _until_closed(scope: trio.CancelScope, task, *args) -> None:

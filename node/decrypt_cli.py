@@ -32,7 +32,8 @@ def register(sub) -> dict:
                    help="seconds each step may take before the silent guardians are named missing "
                         "(default: the node's [decryption] timeout_seconds)")
     p.add_argument("--wait", type=positive_float, default=None,
-                   help="give up following after this many seconds (default: until the session ends or stalls)")
+                   help="give up following after this many seconds (default: until the session ends; a new "
+                        "request also stops when it stalls for want of guardians)")
     p.add_argument("--json", action="store_true", help="print the session status as JSON")
     p.add_argument("--config", type=Path, default=Path(DEFAULT_CONFIG))
     return {"decrypt": run_decrypt}
@@ -49,7 +50,8 @@ def run_decrypt(args: argparse.Namespace) -> int:
             print(f"decryption session {session[:16]} opened; the guardians' nodes fetch and verify the record")
     else:
         session = _find(args, args.session)
-    entry = _follow(args, session)
+    # A new request reports a stall at once; following a session waits through one (guardians are returning).
+    entry = _follow(args, session, stop_on_stall=args.record is not None)
     if args.json:
         print(json.dumps(entry, indent=2))
     else:
@@ -65,12 +67,12 @@ def _find(args, prefix: str) -> str:
     return sessions[0]
 
 
-def _follow(args, session: str) -> dict:
-    """Poll the node until the session ends, stalls for want of guardians, or --wait runs out."""
+def _follow(args, session: str, stop_on_stall: bool) -> dict:
+    """Poll the node until the session ends (or stalls for want of guardians), or --wait runs out."""
     started = time.monotonic()
     while True:
         entry = next(d for d in _control(args, {"cmd": "decrypt-status"}) if d["session"] == session)
-        if entry["status"] in FINAL or entry.get("stalled"):
+        if entry["status"] in FINAL or (stop_on_stall and entry.get("stalled")):
             return entry
         if args.wait is not None and time.monotonic() - started > args.wait:
             entry["gave_up_waiting"] = True

@@ -35,6 +35,8 @@ def build_parser(prog: str = "python -m simulate") -> argparse.ArgumentParser:
     parser.add_argument("--random", type=int, default=0, metavar="N", help="N random elections (n in 2..12)")
     parser.add_argument("--seed", type=int, default=None, help="seed of the random elections (printed; reproduces)")
     parser.add_argument("--dir", type=Path, default=None, help="run directory (default: a new one under /tmp)")
+    parser.add_argument("--jobs", type=int, default=1, metavar="J",
+                        help="run J scenarios at a time (they wait on timeouts a lot; default 1)")
     parser.add_argument("--quiet", action="store_true", help="only the report")
     parser.add_argument("--list", action="store_true", help="list the scenarios and exit")
     return parser
@@ -49,6 +51,30 @@ def resolve(name: str) -> Path:
         return candidate
     raise GuardianError(f"no scenario {name!r}: give a file or one of "
                         + ", ".join(p.stem for p in sorted(SCENARIOS.glob("*.toml"))))
+
+
+async def _run_all(scenarios, base: Path, jobs: int, quiet: bool) -> list:
+    """Every scenario, `jobs` at a time; the results in the scenarios' order."""
+    limiter = trio.CapacityLimiter(jobs)
+    results: dict[int, object] = {}
+
+    async def one(i: int, scenario) -> None:
+        async with limiter:
+            tag = f"[{scenario.name}] " if jobs > 1 else ""
+            if not quiet:
+                title = scenario.description.splitlines()[0] if scenario.description else ""
+                print(f"\n== {scenario.name}: {title}", flush=True)
+            say = (lambda text: None) if quiet else (lambda text: print(f"   {tag}{text}", flush=True))
+            r = await run_scenario(scenario, base, say)
+            results[i] = r
+            if not quiet:
+                print(f"   {tag}-> {'as expected' if r.ok else 'MISMATCH: ' + '; '.join(r.mismatches)} "
+                      f"({r.seconds:.1f} s)", flush=True)
+
+    async with trio.open_nursery() as nursery:
+        for i, scenario in enumerate(scenarios):
+            nursery.start_soon(one, i, scenario)
+    return [results[i] for i in range(len(scenarios))]
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m simulate") -> int:
@@ -76,16 +102,11 @@ def main(argv: list[str] | None = None, prog: str = "python -m simulate") -> int
     if args.random:
         print(f"random elections: --random {args.random} --seed {seed}")
     print(f"run directory: {base} (node logs and records are kept)")
-    results = []
+    if args.jobs < 1:
+        print(f"{prog}: error: --jobs must be at least 1", file=sys.stderr)
+        return 2
     started = time.monotonic()
-    for scenario in scenarios:
-        if not args.quiet:
-            print(f"\n== {scenario.name}: {scenario.description.splitlines()[0] if scenario.description else ''}")
-        say = (lambda text: None) if args.quiet else (lambda text: print(f"   {text}", flush=True))
-        results.append(trio.run(run_scenario, scenario, base, say))
-        if not args.quiet:
-            r = results[-1]
-            print(f"   -> {'as expected' if r.ok else 'MISMATCH: ' + '; '.join(r.mismatches)} ({r.seconds:.1f} s)")
+    results = trio.run(_run_all, scenarios, base, args.jobs, args.quiet)
     print()
     print(table(results))
     for r in results:

@@ -13,26 +13,36 @@ set at runtime from trio code in the same process:
   corrupt         probability one random bit of a chunk is flipped
   slow            bandwidth cap, bytes per second
   garbage(n)      n random bytes written now into every open connection
-  cut / heal      close every connection and stop listening (dials are refused), until heal
-  partition(s)    cut now, heal by itself s seconds later
+  cut             close every connection and stop listening (dials are refused at once)
+  blackhole       a silent partition: connections stay open, carry nothing (the bytes are
+                  kept and go on at heal), dials are refused; found out by heartbeats only
+  heal            end a cut or a blackhole
+  partition(s)    cut (or blackhole, silent=True) now, heal by itself s seconds later
 
 A "chunk" is whatever one read from the socket returned (at most 64 KiB). The
 relay knows nothing of websockets or of the sealed link above them: a dropped,
 duplicated, reordered or corrupted chunk breaks the framing or the
 authentication of the link, which is what these faults are for; the node closes
-the link and re-dials. drop=1.0 is a silent blackhole (connections stay open
-and carry nothing), found out only by the nodes' heartbeats.
+the link and re-dials. A dropped chunk is lost for good (TCP itself never loses
+bytes): drop is stream damage, not packet loss; for an outage use blackhole.
 
 The decisions are sans-I/O: a FaultPlan turns each chunk into the writes it
 becomes and the time each is due, from a random.Random seeded per relay,
 connection and direction, so a run with the same seed and the same chunks makes
 the same decisions. Every fault that fires is counted and logged as an Event.
 
-A connection the relay cannot forward (the target does not answer) is answered
-with an HTTP 503 rather than just closed: trio-websocket's client, given a TCP
-close before the answer to its upgrade request, waits out its whole connect
-timeout (10 s in a node) instead of failing at once. The same wait follows any
-fault that hits the upgrade exchange itself; that one is the network's doing.
+Notes on the websocket client of the nodes (trio-websocket 0.12), which shape
+what the relay does and what a fault costs:
+- given a TCP close before the answer to its upgrade request, it waits out its
+  whole connect timeout (10 s in a node) instead of failing. So a connection the
+  relay cannot forward (the target does not answer, or a cut came just as it was
+  accepted) is answered with an HTTP 503, and a cut closes the listening port, so
+  that the node fails at once, as it would on a real refused connection;
+- given no answer at all on an open connection, it waits forever (its connect
+  timeout does not end the wait): a dial whose upgrade request is dropped (drop,
+  or any fault that swallows it) hangs that node's dial loop to that peer until
+  the connection closes. close_all() after such an episode frees it. That is
+  also why blackhole refuses new dials rather than holding them.
 
 A RelayMesh puts one Relay on every link of n guardians: guardian i dials
 guardian j (i < j) through the relay (i, j), which forwards to j's real port.
@@ -216,8 +226,8 @@ class Event:
 
     time: float                  # trio.current_time()
     link: str                    # the relay's name, e.g. "1->2"
-    kind: str                    # drop, corrupt, duplicate, reorder, garbage, set, clear, cut, heal,
-    #                              partition, refused, reset
+    kind: str                    # drop, corrupt, duplicate, reorder, garbage, set, clear, cut, blackhole,
+    #                              heal, heal-failed, partition, refused, reset
     direction: str               # "a->b", "b->a" or "both"
     connection: int | None = None    # the relay's number for the connection it hit, if one
     detail: str = ""
@@ -288,9 +298,8 @@ class _Connection:
 
 
 # Sent to a dialer the relay cannot serve (the target does not answer, or it was accepted just
-# before a cut). A websocket client that loses its TCP connection before the answer to its
-# upgrade request waits for its whole connect timeout (trio-websocket 0.12 does, 10 s for a
-# node); an HTTP refusal makes it give up at once, as a real refused connection would.
+# before a cut): a websocket client gives up at once, where a bare close costs it its connect
+# timeout (see the module notes).
 REJECTION = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 
 
@@ -333,7 +342,9 @@ class Relay:
         self.events: list[Event] = []
         self.counts: Counter[tuple[str, str]] = Counter()      # (kind, direction) -> events, kept or not
         self.is_cut = False
+        self.is_silent = False                                  # a blackhole: see blackhole()
         self._cuts = 0                                          # a partition heals only the cut it made
+        self._released: trio.Event | None = None                # set when a blackhole ends
         self._connections: dict[int, _Connection] = {}
         self._accepted = 0
         self._nursery: trio.Nursery | None = None
@@ -344,7 +355,8 @@ class Relay:
         """The ws:// address that reaches the target through this relay (for a roster)."""
         if self.port is None:
             raise RuntimeError(f"relay {self.name} is not serving yet")
-        return f"ws://{self.listen_host}:{self.port}"
+        host = f"[{self.listen_host}]" if ":" in self.listen_host else self.listen_host
+        return f"ws://{host}:{self.port}"
 
     @property
     def active(self) -> int:
@@ -360,7 +372,7 @@ class Relay:
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
-                if self.is_cut:
+                if self.is_cut or self.is_silent:
                     listener.socket.close()
                 else:
                     self._accept_on(listener)
@@ -413,7 +425,7 @@ class Relay:
     async def _handle(self, client: trio.SocketStream) -> None:
         self._accepted += 1
         number = self._accepted
-        if self.is_cut:                        # accepted just before a cut
+        if self.is_cut or self.is_silent:      # accepted just before a cut
             self.stats.refused += 1
             self._event("refused", BOTH, number)
             await _reject(client)
@@ -425,7 +437,7 @@ class Relay:
             log.debug("relay %s: target %s:%d does not answer: %s", self.name, *self.target, e)
             await _reject(client)
             return
-        if self.is_cut:                        # cut while we were dialling the target
+        if self.is_cut or self.is_silent:      # cut while we were dialling the target
             self.stats.refused += 1
             self._event("refused", BOTH, number)
             await trio.aclose_forcefully(upstream)
@@ -485,6 +497,8 @@ class Relay:
         while True:
             send = await queue.get()
             await trio.sleep_until(send.at)
+            while self.is_silent:                        # held, as TCP would keep retransmitting it
+                await self._released.wait()
             if not send.data:
                 await destination.send_eof()
                 return
@@ -521,22 +535,43 @@ class Relay:
         self._event("cut", BOTH, detail=f"closed {closed} connections")
         return closed
 
+    def blackhole(self) -> int:
+        """A silent partition, until heal(): returns how many open connections it holds.
+
+        Open connections stay open and carry nothing: what is sent is kept, and
+        delivered on heal() (as TCP retransmits across a short outage); the nodes find
+        out only through their heartbeats. New dials are refused, as with cut() (a
+        relay cannot drop a SYN; and a dial accepted but never answered would hang the
+        node's websocket client for good, see the module notes).
+        """
+        if not self.is_silent:
+            self._released = trio.Event()
+        self.is_silent = True
+        self._cuts += 1
+        self._close_listener()
+        self._event("blackhole", BOTH, detail=f"holding {len(self._connections)} connections")
+        return len(self._connections)
+
     def heal(self) -> bool:
-        """End a cut: new connections are forwarded again. False if there was no cut."""
-        if not self.is_cut:
+        """End a cut or a blackhole: held bytes go on, new connections are forwarded. False if neither was on."""
+        if not (self.is_cut or self.is_silent):
             return False
-        if self._nursery is not None:
+        if self._nursery is not None and self._listener is None:
             self._accept_on(self._open_listener())
         self.is_cut = False
+        if self.is_silent:
+            self.is_silent = False
+            self._released.set()
         self._event("heal", BOTH)
         return True
 
-    def partition(self, seconds: float) -> None:
-        """cut() now and heal() after `seconds`, unless something cuts or heals the link again meanwhile."""
+    def partition(self, seconds: float, silent: bool = False) -> None:
+        """cut() (or with silent, blackhole()) now, and heal() after `seconds`,
+        unless something cuts or heals the link again meanwhile."""
         if self._nursery is None:
             raise RuntimeError(f"relay {self.name} is not serving")
-        self.cut()
-        self._event("partition", BOTH, detail=f"{seconds} s")
+        self.blackhole() if silent else self.cut()
+        self._event("partition", BOTH, detail=f"{seconds} s{' silent' if silent else ''}")
         self._nursery.start_soon(self._heal_later, seconds, self._cuts)
 
     async def _heal_later(self, seconds: float, cut_number: int) -> None:
@@ -660,16 +695,18 @@ class RelayMesh:
         """addresses(i) for every guardian i."""
         return {i: self.addresses(i) for i in self.ports}
 
-    def isolate(self, i: int, seconds: float | None = None) -> None:
-        """Cut every link of guardian i; with `seconds`, a partition that heals by itself."""
+    def isolate(self, i: int, seconds: float | None = None, silent: bool = False) -> None:
+        """Cut every link of guardian i (silent: blackhole them); with `seconds`, it heals by itself."""
         for relay in self.links(i):
-            if seconds is None:
-                relay.cut()
+            if seconds is not None:
+                relay.partition(seconds, silent)
+            elif silent:
+                relay.blackhole()
             else:
-                relay.partition(seconds)
+                relay.cut()
 
     def heal_all(self) -> None:
-        """Heal every cut link. Other faults (delay, drop, ...) stay as set."""
+        """Heal every cut or blackholed link. Other faults (delay, drop, ...) stay as set."""
         for relay in self.relays.values():
             relay.heal()
 

@@ -112,8 +112,10 @@ class Faults:
         else:                                    # delay, corrupt, duplicate, drop, reorder, slow
             link.set(**{f.action: f.value})
             if f.seconds:
-                self.nursery.start_soon(self._later, f.seconds, link.clear,
-                                        f"{f.action} on link g{f.link[0]}-g{f.link[1]} ended")
+                def end(link=link):
+                    link.clear()
+                    link.close_all()      # a connection a lost byte left half-open is dropped, and re-dialled
+                self.nursery.start_soon(self._later, f.seconds, end, f"{f.action} on link g{f.link[0]}-g{f.link[1]} ended")
 
     async def _later(self, seconds: float, action, text: str) -> None:
         await trio.sleep(seconds)
@@ -388,7 +390,8 @@ async def _decryption(scenario: Scenario, cluster: SimCluster, faults: Faults, r
     entry = _json_tail(results[0].stdout)
     if entry.get("stalled") and any(f.when == "decryption:stalled" for f in scenario.faults):
         say(f"decryption waits for guardians ({', '.join(entry.get('absent', []))}); they return")
-        follow = await guardian("decrypt", "--session", entry["session"][:16], "--config", coordinator.config, "--json")
+        follow = await guardian("decrypt", "--session", entry["session"][:16], "--config", coordinator.config, "--json",
+                                "--wait", 10 * scenario.timeout + 60)
         entry = _json_tail(follow.stdout)
     status = entry.get("status")
     if status == "complete":

@@ -20,7 +20,7 @@ def guardian(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
 
 @pytest.mark.slow
 def test_demo_decrypts_with_two_guardians_missing():
-    result = guardian("demo", "--ballots", "5", "--challenged", "2", "--missing", "2,4", "--seed", "11")
+    result = guardian("demo", "--in-process", "--ballots", "5", "--challenged", "2", "--missing", "2,4", "--seed", "11")
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "Missing guardians at decryption: Guardian 2, Guardian 4." in out
@@ -89,3 +89,17 @@ def test_argument_errors_exit_non_zero():
 def test_help_lists_demo():
     result = guardian("--help", timeout=60)
     assert result.returncode == 0 and "demo" in result.stdout
+
+
+def test_demo_on_real_nodes_tells_the_story_and_verifies(tmp_path):
+    """The default demo: real guardian nodes, one guardian away at the decryption, the record verified."""
+    result = guardian("demo", "-n", "3", "-k", "2", "--ballots", "2", "--challenged", "1", "--missing", "3",
+                      "--dir", str(tmp_path / "run"), timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    out = result.stdout
+    for line in ("proposed the election (n=3, k=2)", "ceremony complete on every node",
+                 "every guardian exported, backed up and verified its key", "guardians g3 are away",
+                 "decrypted by g1, g2; missing g3", "guardian verify: the record verifies", "The verified result:"):
+        assert line in out, (line, out)
+    assert (tmp_path / "run" / "demo" / "record" / "decrypted_tally.json").is_file()
+    assert (tmp_path / "run" / "demo" / "g1" / "node.log").is_file()
