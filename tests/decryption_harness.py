@@ -1,0 +1,215 @@
+"""Helpers for the decryption tests across guardian nodes (tests/test_decryption_nodes.py).
+
+One cluster of real `guardian run` processes, its key ceremony, and a record prepared once from the
+ceremony's export (encrypt, submit, tally) that every test copies before it decrypts it. Waits poll the
+control sockets against deadlines.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+
+import trio
+
+from node.config import load_node_config, load_roster
+from node.daemon import Node
+from node.identity import Identity
+from node.storage.db import NodeDatabase
+from nodes_harness import PASSPHRASE, NodeProc, eventually, guardian
+from test_ceremony_nodes import accept, ask, completes, propose, write_election
+from test_record_flow import VALID, plaintext_line
+
+DECRYPT_WAIT = 150        # deadline for one decryption session to end on a busy 2-core machine
+
+
+# --- the cluster -----------------------------------------------------------------------------------
+
+
+def set_decryption(node: NodeProc, timeout_seconds: float = 10.0, verify_workers: int = 1) -> None:
+    """Edit the [decryption] section `guardian init` wrote into node.toml."""
+    text = node.config.read_text()
+    assert re.search(r"(?m)^\[decryption\]$", text), "node.toml has no [decryption] section"
+    for key, value in (("timeout_seconds", float(timeout_seconds)), ("verify_workers", int(verify_workers))):
+        text, count = re.subn(rf"(?m)^{key} = .*$", f"{key} = {value}", text)
+        assert count == 1, key
+    node.config.write_text(text)
+
+
+def ceremony_export(nodes: list[NodeProc], quorum: int = 3) -> Path:
+    """Run a key ceremony on every node (from g1); the path of g1's export."""
+    async def go():
+        session = await propose(nodes[0], write_election(nodes[0].dir.parent, quorum))
+        await accept(nodes, session)
+        await completes(nodes, session)
+        entry = next(e for e in await ask(nodes[0], "ceremony-status") if e["session"] == session)
+        return Path(entry["outcome"]["export"])
+    return trio.run(go)
+
+
+def prepare_record(base: Path, export: Path, ballots=VALID) -> Path:
+    """The ceremony's export as a record, with the ballots encrypted, submitted (the ones whose id ends in
+    "challenged" challenged, the others cast) and tallied: ready to decrypt. Never decrypted itself."""
+    rec = base / "record-template"
+    shutil.copytree(export, rec)
+    (base / "plain.jsonl").write_text("\n".join(plaintext_line(i, p) for i, p in ballots) + "\n")
+    r = guardian("encrypt", "--election", rec, "--ballots", base / "plain.jsonl", "--device", "booth-1",
+                 "--out", base / "encrypted", timeout=300)
+    assert r.returncode == 0, r.stderr
+    cast = [base / "encrypted" / f"{i}.json" for i, _ in ballots if not i.endswith("challenged")]
+    challenged = [base / "encrypted" / f"{i}.json" for i, _ in ballots if i.endswith("challenged")]
+    r = guardian("ballots", "submit", "--record", rec, "--cast", *cast, *(["--challenge", *challenged]
+                                                                          if challenged else []), timeout=300)
+    assert r.returncode == 0, r.stderr
+    r = guardian("tally", "--record", rec, timeout=300)
+    assert r.returncode == 0, r.stderr
+    return rec
+
+
+def expected_tally(ballots=VALID) -> dict[tuple[int, int], int]:
+    """(contest index, option index) -> the sum of the cast plaintexts, for the options anyone chose."""
+    out: dict[tuple[int, int], int] = {}
+    for ballot_id, picks in ballots:
+        if ballot_id.endswith("challenged"):
+            continue
+        for c, options in picks.items():
+            for o in options:
+                out[(c, o)] = out.get((c, o), 0) + 1
+    return out
+
+
+def sigkill(node: NodeProc) -> None:
+    node.proc.send_signal(signal.SIGKILL)
+    node.kill()
+    assert node.proc.returncode == -signal.SIGKILL
+
+
+def sigterm(node: NodeProc) -> None:
+    node.proc.send_signal(signal.SIGTERM)
+    node.kill()           # waits for the exit
+
+
+async def start_again(*nodes: NodeProc) -> None:
+    for node in nodes:
+        if not node.alive:
+            node.start()
+    for node in nodes:
+        await node.wait_ready()
+
+
+async def connected(nodes: list[NodeProc], among: list | None = None, timeout: float = 30) -> None:
+    """Every node in `nodes` has a live link to every other node of `among` (default: of `nodes`)."""
+    among = among if among is not None else nodes
+
+    async def check():
+        for node in nodes:
+            states = {p["name"]: p["state"] for p in (await ask(node, "status"))["peers"]}
+            for other in among:
+                if other is not node:
+                    assert states.get(other.name) == "connected", (node.name, states)
+    await eventually(check, timeout, "the nodes connected to each other")
+
+
+# --- decryption sessions -----------------------------------------------------------------------------
+
+
+async def cli(*args, timeout: float = DECRYPT_WAIT + 60) -> subprocess.CompletedProcess:
+    return await trio.to_thread.run_sync(lambda: guardian(*args, timeout=timeout))
+
+
+async def entry(member, session: str) -> dict:
+    for e in await ask(member, "decrypt-status"):
+        if e["session"] == session:
+            return e
+    raise AssertionError(f"{member.name} has no decryption session {session[:16]}")
+
+
+async def request(member, record: Path, **fields) -> str:
+    return (await ask(member, "decrypt-request", record=str(record), **fields))["session"]
+
+
+async def final(members, session: str, timeout: float = DECRYPT_WAIT) -> dict[str, dict]:
+    """Wait until the session has ended (complete, failed, refused, invalid) on every member."""
+    async def check():
+        out = {}
+        for m in members:
+            e = await entry(m, session)
+            assert e["status"] in ("complete", "failed", "refused", "invalid"), \
+                (m.name, e["status"], {k: e.get(k) for k in ("round", "step", "waiting_for", "available", "absent",
+                                                              "excluded", "refused", "stalled")})
+            out[m.name] = e
+        return out
+    return await eventually(check, timeout, f"decryption {session[:16]} ends on {[m.name for m in members]}",
+                            interval=0.25)
+
+
+async def completes_on(members, session: str, timeout: float = DECRYPT_WAIT) -> dict[str, dict]:
+    entries = await final(members, session, timeout)
+    assert {n: e["status"] for n, e in entries.items()} == {m.name: "complete" for m in members}, \
+        {n: (e["status"], e["outcome"]) for n, e in entries.items()}
+    return entries
+
+
+def verify(record: Path) -> dict:
+    """`guardian verify --json`: must pass; its steps by name."""
+    r = guardian("verify", record, "--json", timeout=300)
+    report = json.loads(r.stdout) if r.stdout.strip().startswith("{") else None
+    assert r.returncode == 0 and report and report["ok"] is True, (record, r.stdout[-3000:], r.stderr[-2000:])
+    return {s["step"]: s for s in report["steps"]}
+
+
+def decrypted(record: Path) -> dict:
+    return json.loads((record / "decrypted_tally.json").read_bytes())
+
+
+def tally_values(record: Path) -> dict[tuple[int, int], int]:
+    tally = decrypted(record)
+    return {(c["contest_ix"], o["option_ix"]): o["tally"] for c in tally["contests"] for o in c["options"]}
+
+
+def no_traceback(node) -> None:
+    for text in (node.output(), node.log()):
+        assert "Traceback" not in text and "internal error" not in text, text[-4000:]
+
+
+# --- a guardian run in this test process, on a cluster node's own data directory ---------------------
+
+
+class InProcessNode:
+    """A node of the cluster whose process is stopped and which runs instead, as the same guardian on the
+    same data directory, in this test process, so that a test can patch its Node instance."""
+
+    def __init__(self, proc: NodeProc) -> None:
+        self.proc = proc
+        self.node: Node | None = None
+
+    name = property(lambda self: self.proc.name)
+    dir = property(lambda self: self.proc.dir)
+
+    async def run(self, nursery: trio.Nursery, patch=None) -> Node:
+        config = load_node_config(self.proc.config)
+        identity = await trio.to_thread.run_sync(Identity.load, config.data_dir, PASSPHRASE)
+        self._db = NodeDatabase(config.data_dir)
+        node = Node(config, load_roster(config.roster_file), identity, self._db)
+        if patch is not None:
+            patch(node)
+        self.node = node
+        self._scope = trio.CancelScope()
+
+        async def body(task_status=trio.TASK_STATUS_IGNORED):
+            with self._scope:
+                await node.run(task_status)
+        await nursery.start(body)
+        return node
+
+    def stop(self) -> None:
+        self._scope.cancel()
+
+    def close(self) -> None:
+        self._db.close()
+        self.node = None
+
