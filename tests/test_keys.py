@@ -13,7 +13,7 @@ from gmpy2 import mpz
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from node.crypto.decryption import Part, PublicShares
+from node.crypto.decryption import Part
 from node.crypto.election import ElectionParameters, generator_table
 from node.crypto.errors import GroupMembershipError, InputError, ProofError, ShareError
 from node.crypto.hashing import extended_base_hash, guardian_record_hash, parameter_base_hash

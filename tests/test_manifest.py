@@ -18,7 +18,6 @@ from node.crypto.manifest import (
     BallotStyle,
     Contest,
     ContestOption,
-    Manifest,
     canonical_json,
     parse_manifest,
 )

@@ -11,7 +11,7 @@ what an overvote means, not the encryptor.
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Mapping
 
 from gmpy2 import mpz
@@ -23,7 +23,6 @@ from .errors import BallotError, InputError, ProofError
 from .group import check_element, check_elements, check_scalar
 from .hashing import H, H_q, elements, kdf_counter_mode, xor_bytes
 from .manifest import Contest
-from .params import encode_q
 from .range_proof import RangeProof, contest_prefix, prove_range, selection_prefix, verify_range
 
 NO_CHAINING = b"\x00\x00\x00\x00"      # chaining mode identifier (spec 3.4.4)

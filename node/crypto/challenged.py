@@ -23,7 +23,7 @@ from .decryption import (
 )
 from .dlog import discrete_log
 from .election import ElectionContext
-from .elgamal import Ciphertext, encrypt, power_of_key_from_nonce
+from .elgamal import encrypt, power_of_key_from_nonce
 from .errors import DecryptionError, ProofError
 from .params import encode_q
 
