@@ -26,7 +26,6 @@ import logging
 import re
 import secrets
 import sys
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -63,7 +62,6 @@ class Session:
         self.stage = "fetching"
         self.reason = ""
         self.started = trio.current_time()
-        self.wall_started = time.time()
         self.needed: dict[bytes, list[str]] | None = None      # digest -> paths in the copy, once the index is in
         self.checked: Checked | None = None
         self.transcript: DecryptionTranscript | None = None

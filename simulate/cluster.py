@@ -133,11 +133,6 @@ class SimNode:
     async def request(self, cmd: str, timeout: float = 30.0, **fields):
         return await control_request(self.socket, {"cmd": cmd, **fields}, timeout=timeout)
 
-    def log_tail(self, lines: int = 40) -> str:
-        path = self.dir / "output.txt"
-        text = path.read_text(errors="replace") if path.exists() else ""
-        return "\n".join(text.splitlines()[-lines:])
-
 
 class SimCluster:
     def __init__(self, base: Path, n: int) -> None:
