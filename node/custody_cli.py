@@ -33,9 +33,11 @@ DEFAULT_CONFIG = os.environ.get("GUARDIAN_CONFIG", "node.toml")
 
 def register(sub) -> dict:
     backup = sub.add_parser("backup", help="share the key backup among custodians; recover it from their shares",
-                            description="The guardian's key backup file holds its secrets under a random backup "
-                                        "key, itself sealed under the passphrase. `split` shares that backup key "
-                                        "among custodians; `recover` gets it back from enough of their shares.")
+                            description="Key custody. `export`, `confirm` and `verify` are this guardian's steps "
+                                        "after the key ceremony (through the running node; shared with the other "
+                                        "guardians). The backup file holds the secrets under a random backup key, "
+                                        "itself sealed under the passphrase: `split` shares that backup key among "
+                                        "custodians; `recover` gets it back from enough of their shares.")
     actions = backup.add_subparsers(dest="action", metavar="ACTION")
     split = actions.add_parser(
         "split", help="split FILE's backup key into shares for M custodians, any T of which recover it",
@@ -100,17 +102,16 @@ def register(sub) -> dict:
     restore.add_argument("--backup-passphrase-env", metavar="VARIABLE", help="the backup's passphrase, from VARIABLE")
     add_passphrase_options(restore)
 
-    cert = sub.add_parser("certificate", help="the ceremony certificate; `certificate verify FILE` checks one")
+    cert = sub.add_parser("certificate", help="the ceremony certificate; `certificate verify FILE` checks one",
+                          description="Without an action: the same as `certificate show`.")
+    _certificate_options(cert)
     cert_actions = cert.add_subparsers(dest="action", metavar="ACTION")
     show = cert_actions.add_parser(
         "show", help="print (or --out) the certificate of a ceremony (running node)",
         description="The ceremony certificate: election, n, k, the guardians with their identity keys and key "
                     "fingerprints, each custody step with its time, signed by every guardian's identity key. "
                     "Available once every guardian has verified its backup.")
-    show.add_argument("--ceremony", default=None, help="the ceremony's hash or a prefix (default: the latest)")
-    show.add_argument("--config", type=Path, default=Path(DEFAULT_CONFIG))
-    show.add_argument("--out", type=Path, default=None, help="write the JSON here (and the text beside it)")
-    show.add_argument("--json", action="store_true", help="print the JSON instead of the text")
+    _certificate_options(show)
     cverify = cert_actions.add_parser(
         "verify", help="check every signature of a certificate, and that it matches an election record",
         description="Checks the certificate's hash, that each of the n guardians signed it with the identity key "
@@ -131,7 +132,14 @@ def register(sub) -> dict:
     return {"backup": {"split": backup_split, "recover": backup_recover, "export": backup_export,
                        "confirm": backup_confirm, "verify": backup_verify},
             "restore": restore_node, "audit": {"verify": audit_verify},
-            "certificate": {"show": certificate_show, "verify": certificate_verify}}
+            "certificate": {None: certificate_show, "show": certificate_show, "verify": certificate_verify}}
+
+
+def _certificate_options(parser) -> None:
+    parser.add_argument("--ceremony", default=None, help="the ceremony's hash or a prefix (default: the latest)")
+    parser.add_argument("--config", type=Path, default=Path(DEFAULT_CONFIG))
+    parser.add_argument("--out", type=Path, default=None, help="write the JSON here (and the text beside it)")
+    parser.add_argument("--json", action="store_true", help="print the JSON instead of the text")
 
 
 # --- through the running node ---------------------------------------------------------------------------
