@@ -13,6 +13,7 @@ inspection.
 from __future__ import annotations
 
 import os
+import random
 import re
 import signal
 import socket
@@ -50,9 +51,19 @@ async def guardian(*args) -> subprocess.CompletedProcess:
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port for a node to listen on, below the kernel's ephemeral range (32768 and up on Linux), so that the
+    relays' and the connections' own ports (taken from that range) can never have taken it by the time the
+    node starts."""
+    rng = random.SystemRandom()
+    for _ in range(200):
+        port = rng.randrange(20000, 32000)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port for a node between 20000 and 32000")
 
 
 class SimNode:

@@ -134,15 +134,22 @@ async def run_scenario(scenario: Scenario, base: Path, say: Callable[[str], None
     try:
         with trio.fail_after(60 + 30 * scenario.guardians + 10 * scenario.phase_timeout + 20 * scenario.timeout):
             await _run(scenario, cluster, outcome, events, say, started)
-    except trio.TooSlowError:
+    except* trio.TooSlowError:
         outcome.reason = outcome.reason or "the scenario ran out of time"
         events.append("the scenario ran out of time")
-    except (GuardianError, RuntimeError, OSError) as e:
+    except* (GuardianError, RuntimeError, OSError) as group:
+        e = _first(group)           # the run's own tasks raise inside nurseries: a group of one
         outcome.reason = f"{type(e).__name__}: {e}"
         events.append(f"error: {outcome.reason}")
     finally:
         cluster.stop_all()
     return Result(scenario, outcome, compare(scenario, outcome), time.monotonic() - started, directory, events)
+
+
+def _first(group: BaseException) -> BaseException:
+    while isinstance(group, BaseExceptionGroup):
+        group = group.exceptions[0]
+    return group
 
 
 async def _run(scenario: Scenario, cluster: SimCluster, outcome: Outcome, events: list[str],
