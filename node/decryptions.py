@@ -548,7 +548,7 @@ class Decryptions:
                 t = run.transcript
                 if t is not None and d["status"] == "ready":
                     r = t.current
-                    missing = t.stalled(now)
+                    missing = t.stalled(now, self._expected())
                     entry.update({
                         "available": [names[i] for i in t.available() if missing is None or i not in missing],
                         "absent": [names[i] for i in (t.absent() if missing is None else missing)],

@@ -460,6 +460,17 @@ def test_stalled_names_who_is_missing_once_the_gather_timeout_is_past(env):
     assert t.stalled(TIMEOUT) is None                            # three are enough to go on
 
 
+def test_guardians_linked_but_still_verifying_are_not_a_stall(env):
+    """Before the first round, connected guardians that have not said ready are still checking the record:
+    no stall while they could make k, for up to ten timeouts; guardians with no link count as missing."""
+    net = Net(env, running=(1, 2))
+    assert not net.pump()
+    t = net.coord
+    assert t.stalled(TIMEOUT, expected={1, 2, 3}) is None          # 3 is linked: verifying, presumably
+    assert t.stalled(10 * TIMEOUT, expected={1, 2, 3}) == [3, 4, 5]
+    assert t.stalled(TIMEOUT, expected={1, 2}) == [3, 4, 5]          # nobody else to wait for
+
+
 def test_coordinator_waits_only_for_the_guardians_it_has_links_to(env):
     net = Net(env, running=(1, 2, 3))
     net.expected = {1, 2, 3}

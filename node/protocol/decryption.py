@@ -505,7 +505,7 @@ class DecryptionTranscript:
             return remaining if len(remaining) >= self.ctx.k else None
         return None
 
-    def stalled(self, now: float) -> list[int] | None:
+    def stalled(self, now: float, expected: Iterable[int] | None = None) -> list[int] | None:
         """Who is missing when the session cannot go on without someone coming back; else None.
 
         That is: fewer than k guardians are available past the gathering deadline, or after a
@@ -515,6 +515,13 @@ class DecryptionTranscript:
         if self.result is not None:
             return None
         r = self.current
+        if r is None and expected is not None:
+            # Before the first round, guardians the coordinator has a link to and that have neither
+            # refused nor said ready are still fetching or verifying the record: a stall only if even
+            # they cannot make k, or after ten timeouts.
+            working = set(expected) - set(self.refused) - set(self.available())
+            if len(self.available()) + len(working) >= self.ctx.k and now < self.started + 10 * self.request.timeout:
+                return None
         deadline = self.deadline()
         if deadline is not None and r is not None:
             deadline += self.request.timeout
