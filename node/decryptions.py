@@ -390,7 +390,7 @@ class Decryptions:
             batch, run.pending = run.pending, []
             now = trio.current_time()
             wake = run.wake
-            sends, faults = await trio.to_thread.run_sync(self._advance, run, batch, now)
+            sends, faults = await trio.to_thread.run_sync(self._advance, run, batch, now, self._expected())
             for name, reason in faults:
                 self.node.db.refuse(name, "bad decryption message", reason)
                 log.warning("decryption message from %s refused: %s", name, reason)
@@ -409,7 +409,8 @@ class Decryptions:
             with trio.move_on_at(deadline + 0.05 if deadline is not None and deadline > now else float("inf")):
                 await wake.wait()
 
-    def _advance(self, run: Session, batch: list[Envelope], now: float) -> tuple[list[Send], list[tuple[str, str]]]:
+    def _advance(self, run: Session, batch: list[Envelope], now: float,
+                 expected: set[int]) -> tuple[list[Send], list[tuple[str, str]]]:
         """In a worker thread: feed the messages to the transcript, then let the guardian act."""
         faults = []
         for envelope in batch:
@@ -418,12 +419,18 @@ class Decryptions:
                 run.transcript.receive(entry.sequence, envelope.type, envelope.body, now)
             except MalformedMessage as e:
                 faults.append((entry.name, str(e)))
-        return run.guardian.act(now, self._expected()), faults
+        return run.guardian.act(now, expected), faults
 
     def _expected(self) -> set[int]:
-        """The guardians the coordinator waits for before the first round: itself and those it has a link to."""
+        """The guardians the coordinator waits for before the first round: itself, those it has a link to,
+        and those it heard from within the time a dropped link takes to be noticed and re-dialled (a busy
+        peer can miss heartbeats for a moment: it is not away)."""
+        config = self.node.config
+        grace = 3 * config.heartbeat_seconds + config.redial_max_seconds
+        now = trio.current_time()
         return {self.node.me.sequence} | {p.entry.sequence for p in self.node.peers.values()
-                                          if p.connection is not None}
+                                          if p.connection is not None
+                                          or (p.last_seen is not None and now - p.last_seen < grace)}
 
     def links_changed(self) -> None:
         """A link came up or went down: the coordinator may now wait for fewer (or more) guardians."""
