@@ -426,7 +426,7 @@ class Decryptions:
         and those it heard from within the time a dropped link takes to be noticed and re-dialled (a busy
         peer can miss heartbeats for a moment: it is not away)."""
         config = self.node.config
-        grace = 3 * config.heartbeat_seconds + config.redial_max_seconds
+        grace = 3 * config.heartbeat_seconds + 2 * config.redial_max_seconds + 2     # silence, jittered re-dial, handshake
         now = trio.current_time()
         return {self.node.me.sequence} | {p.entry.sequence for p in self.node.peers.values()
                                           if p.connection is not None
