@@ -37,10 +37,10 @@ for extra in (ROOT, ROOT / "tests"):
     if str(extra) not in sys.path:
         sys.path.insert(0, str(extra))
 
-from node.daemon_cli import load_election_file  # noqa: E402
+from node.cli.node import load_election_file  # noqa: E402
 from node.protocol.election_config import default_phase_timeout  # noqa: E402
-from node.daemon import control_request  # noqa: E402
-from nodes_harness import Cluster, all_connected, eventually, guardian, roster_block  # noqa: E402
+from node.daemon.node import control_request  # noqa: E402
+from node.testing.processes import Cluster, all_connected, eventually, guardian, roster_block  # noqa: E402
 
 SHARED_MANIFEST = ROOT.parent / "shared" / "bench" / "manifest-8x68.json"
 EMBEDDED_MANIFEST = ROOT / "node" / "data" / "demo-manifest.json"

@@ -36,9 +36,9 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.ceremony import EMBEDDED_MANIFEST, SHARED_MANIFEST, _ask, make_cluster, write_election  # noqa: E402
-from node.daemon_cli import load_election_file  # noqa: E402
+from node.cli.node import load_election_file  # noqa: E402
 from node.protocol.election_config import default_phase_timeout  # noqa: E402
-from nodes_harness import all_connected, eventually, guardian  # noqa: E402
+from node.testing.processes import all_connected, eventually, guardian  # noqa: E402
 
 
 def _plaintexts(manifest: dict, count: int, rng: random.Random) -> str:

@@ -19,7 +19,7 @@ import trio
 import trio_websocket
 
 from node.config import NODE_TOML, load_node_config, load_roster, roster_entry_toml
-from node.daemon import Node
+from node.daemon.node import Node
 from node.identity import Identity, encode_public_key, fingerprint
 from node.protocol.handshake import DIALER, Handshake
 from node.storage.db import NodeDatabase

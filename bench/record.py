@@ -22,12 +22,12 @@ if str(ROOT) not in sys.path:
 from node.crypto.ballot import PlaintextBallot  # noqa: E402
 from node.crypto.election import ElectionContext  # noqa: E402
 from node.crypto.manifest import Manifest, parse_manifest  # noqa: E402
-from node.parallel import worker_count  # noqa: E402
+from node.compute import worker_count  # noqa: E402
 from node.record import codec  # noqa: E402
 from node.record.ballot_box import BallotBox, Submission  # noqa: E402
-from node.record.commands import encrypt_records  # noqa: E402
+from node.cli.record import encrypt_records  # noqa: E402
 from node.record.local import create_local_election, decrypt_into_record  # noqa: E402
-from node.record.verifier import passed, verify_record  # noqa: E402
+from node.verifier.steps import passed, verify_record  # noqa: E402
 
 SHARED_MANIFEST = ROOT.parent / "shared" / "bench" / "manifest-8x68.json"
 EMBEDDED_MANIFEST = ROOT / "node" / "data" / "demo-manifest.json"

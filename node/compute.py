@@ -11,9 +11,9 @@ import os
 from concurrent.futures import ProcessPoolExecutor
 from typing import Callable, Sequence, TypeVar
 
-from .crypto.ballot import EncryptedBallot, verify_ballot
-from .crypto.election import ElectionContext
-from .crypto.errors import GuardianError
+from node.crypto.ballot import EncryptedBallot, verify_ballot
+from node.crypto.election import ElectionContext
+from node.crypto.errors import GuardianError
 
 T = TypeVar("T")
 _context: ElectionContext | None = None

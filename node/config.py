@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-from .crypto.errors import InputError
-from .identity import decode_public_key, fingerprint
+from node.crypto.errors import InputError
+from node.identity import decode_public_key, fingerprint
 
 
 class ConfigError(InputError):

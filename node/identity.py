@@ -9,8 +9,8 @@ from pathlib import Path
 
 import nacl.signing
 
-from .crypto.errors import EncodingError, InputError
-from .crypto.sealing import seal, unseal
+from node.crypto.errors import EncodingError, InputError
+from node.crypto.sealing import seal, unseal
 
 IDENTITY_FILE = "identity.sealed"
 PUBLIC_FILE = "identity.pub"          # the public key, readable without the passphrase

@@ -29,9 +29,9 @@ from gmpy2 import mpz
 from node.config import load_node_config, load_roster
 from node.crypto.decryption import PartShare, commitment_digest
 from node.crypto.keys import encrypt_share, evaluate_polynomial, generate_guardian_key
-from node.daemon import LINK_CLOSED, Node
+from node.daemon.node import LINK_CLOSED, Node
 from node.identity import Identity
-from node.passphrase import read_passphrase, source_from_args
+from node.cli.passphrase import read_passphrase, source_from_args
 from node.protocol.ceremony import encode_public_key, encode_share
 from node.protocol.decryption import DecryptionGuardian
 from node.storage.db import NodeDatabase

@@ -24,7 +24,7 @@ from pathlib import Path
 import nacl.signing
 import trio
 
-from node.daemon import control_request
+from node.daemon.node import control_request
 from node.identity import encode_public_key
 
 PASS_ENV = "GUARDIAN_SIMULATOR_PASSPHRASE"

@@ -17,9 +17,9 @@ import trio
 
 from node.crypto.errors import GuardianError
 
-from .report import details, table
-from .runner import run_scenario
-from .scenario import load_scenario, random_scenario
+from simulate.report import details, table
+from simulate.runner import run_scenario
+from simulate.scenario import load_scenario, random_scenario
 
 SCENARIOS = Path(__file__).resolve().parent / "scenarios"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from .runner import Result
+from simulate.runner import Result
 
 
 def _names(numbers) -> str:

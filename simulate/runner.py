@@ -21,9 +21,9 @@ import trio
 
 from node.crypto.errors import GuardianError
 
-from .cluster import PASS_ENV, SimCluster, SimNode, guardian
-from .relay import RelayMesh
-from .scenario import Fault, Scenario
+from simulate.cluster import PASS_ENV, SimCluster, SimNode, guardian
+from simulate.relay import RelayMesh
+from simulate.scenario import Fault, Scenario
 
 MANIFEST = Path(__file__).resolve().parent.parent / "node" / "data" / "demo-manifest.json"
 POLL = 0.2

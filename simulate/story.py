@@ -13,8 +13,8 @@ from pathlib import Path
 
 import trio
 
-from .runner import run_scenario
-from .scenario import Expect, Scenario
+from simulate.runner import run_scenario
+from simulate.scenario import Expect, Scenario
 
 
 def demo_scenario(n: int, k: int, ballots: int, challenged: int, missing: tuple[int, ...] | None,

@@ -18,15 +18,15 @@ import argparse
 import os
 from pathlib import Path
 
-from .cli_args import positive_int
-from .config import load_node_config
-from .crypto.errors import InputError
-from .crypto.sealing import check_passphrase
-from .custody.audit_chain import AuditChainError, verify_data_dir
-from .custody.backup_file import read_backup, write_backup
-from .custody.shamir import check_parameters
-from .custody.share_files import check_label, make_shares, recover_from, share_file_names, write_share_files
-from .passphrase import add_passphrase_options, read_passphrase, source_from_args
+from node.cli.args import positive_int
+from node.config import load_node_config
+from node.crypto.errors import InputError
+from node.crypto.sealing import check_passphrase
+from node.custody.audit_chain import AuditChainError, verify_data_dir
+from node.custody.backup_file import read_backup, write_backup
+from node.custody.shamir import check_parameters
+from node.custody.share_files import check_label, make_shares, recover_from, share_file_names, write_share_files
+from node.cli.passphrase import add_passphrase_options, read_passphrase, source_from_args
 
 DEFAULT_CONFIG = os.environ.get("GUARDIAN_CONFIG", "node.toml")
 
@@ -145,7 +145,7 @@ def _certificate_options(parser) -> None:
 # --- through the running node ---------------------------------------------------------------------------
 
 def backup_export(args: argparse.Namespace) -> int:
-    from .daemon_cli import _control
+    from node.cli.node import _control
 
     if args.out.exists():
         raise InputError(f"{args.out} already exists: refusing to overwrite it")
@@ -161,7 +161,7 @@ def backup_export(args: argparse.Namespace) -> int:
 
 
 def backup_confirm(args: argparse.Namespace) -> int:
-    from .daemon_cli import _control
+    from node.cli.node import _control
 
     result = _control(args, {"cmd": "backup-confirm", "ceremony": args.ceremony, "copies": args.copies})
     print(f"Recorded: {result['copies']} separate copies of the backup of ceremony {result['ceremony'][:16]}")
@@ -169,7 +169,7 @@ def backup_confirm(args: argparse.Namespace) -> int:
 
 
 def backup_verify(args: argparse.Namespace) -> int:
-    from .daemon_cli import _control
+    from node.cli.node import _control
 
     passphrase = read_passphrase(source_from_args(args), what="backup passphrase")
     result = _control(args, {"cmd": "backup-verify", "ceremony": args.ceremony, "file": str(args.file.resolve()),
@@ -182,13 +182,13 @@ def backup_verify(args: argparse.Namespace) -> int:
 def certificate_show(args: argparse.Namespace) -> int:
     import json
 
-    from .custody_node import CERTIFICATE_TEXT, certificate_text
-    from .daemon_cli import _control
+    from node.services.custody import CERTIFICATE_TEXT, certificate_text
+    from node.cli.node import _control
 
     certificate = _control(args, {"cmd": "certificate", "ceremony": args.ceremony})
     text = json.dumps(certificate, indent=1) + "\n"
     if args.out is not None:
-        from .custody import write_new_file
+        from node.custody import write_new_file
         write_new_file(args.out, text.encode(), 0o644)
         write_new_file(args.out.with_name(args.out.stem + ".txt") if args.out.suffix == ".json"
                        else args.out.with_name(CERTIFICATE_TEXT), certificate_text(certificate).encode(), 0o644)
@@ -200,7 +200,7 @@ def certificate_show(args: argparse.Namespace) -> int:
 def certificate_verify(args: argparse.Namespace) -> int:
     import json
 
-    from .custody_node import CustodyError, verify_certificate
+    from node.services.custody import CustodyError, verify_certificate
 
     try:
         certificate = json.loads(args.file.read_bytes())
@@ -219,8 +219,8 @@ def certificate_verify(args: argparse.Namespace) -> int:
 # --- restore ---------------------------------------------------------------------------------------------
 
 def restore_node(args: argparse.Namespace) -> int:
-    from .custody.backup_file import read_backup
-    from .custody_restore import restore
+    from node.custody.backup_file import read_backup
+    from node.services.restore import restore
 
     backup = read_backup(args.file)
     if args.shares:

@@ -7,9 +7,9 @@ import json
 import time
 from pathlib import Path
 
-from .cli_args import positive_float
-from .crypto.errors import InputError
-from .daemon_cli import DEFAULT_CONFIG, _control
+from node.cli.args import positive_float
+from node.crypto.errors import InputError
+from node.cli.node import DEFAULT_CONFIG, _control
 
 POLL_SECONDS = 0.5
 FINAL = ("complete", "failed", "refused", "invalid")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .cli_args import guardian_list, positive_int
-from .crypto.errors import GuardianError
+from node.cli.args import guardian_list, positive_int
+from node.crypto.errors import GuardianError
 
 
 def register(sub) -> dict:
@@ -40,8 +40,8 @@ def register(sub) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .crypto.manifest import parse_manifest
-    from .demo import DemoOptions, run_demo
+    from node.crypto.manifest import parse_manifest
+    from node.cli.demo_in_process import DemoOptions, run_demo
 
     manifest = None
     if args.manifest is not None:
@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _on_nodes(args: argparse.Namespace, ballots: int, challenged: int) -> int:
-    from simulate.demo import demo_scenario, run_demo as run_on_nodes
+    from simulate.story import demo_scenario, run_demo as run_on_nodes
 
     n, k = args.guardians, args.quorum
     if n < 2 or n > 12:

@@ -19,16 +19,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from .crypto.ballot import PlaintextBallot, election_id, encrypt_ballot, signature_content
-from .crypto.ballot_signature import sign_ballot, verify_ballot_signature
-from .crypto.challenged import decrypt_challenged_ballot, verify_challenged_ballot
-from .crypto.election import ElectionContext, ElectionParameters
-from .crypto.errors import GuardianError
-from .crypto.local_ceremony import run_local_ceremony
-from .crypto.manifest import Manifest, parse_manifest
-from .crypto.params import STANDARD, validate_group
-from .crypto.tally import decrypt_tally, tally_ballots, verify_tally
-from .parallel import verify_ballots
+from node.crypto.ballot import PlaintextBallot, election_id, encrypt_ballot, signature_content
+from node.crypto.ballot_signature import sign_ballot, verify_ballot_signature
+from node.crypto.challenged import decrypt_challenged_ballot, verify_challenged_ballot
+from node.crypto.election import ElectionContext, ElectionParameters
+from node.crypto.errors import GuardianError
+from node.crypto.local_ceremony import run_local_ceremony
+from node.crypto.manifest import Manifest, parse_manifest
+from node.crypto.params import STANDARD, validate_group
+from node.crypto.tally import decrypt_tally, tally_ballots, verify_tally
+from node.compute import verify_ballots
 
 
 def load_demo_manifest() -> Manifest:
@@ -160,9 +160,9 @@ def run_demo(options: DemoOptions) -> int:
 
 def _write_record(root: Path, ceremony, ctx: ElectionContext, encrypted, signatures, issue_date: str,
                   challenged_ids: set, present: list, compensated: bool, info: str, say) -> None:
-    from .crypto.ballot import identifier_hash
-    from .record import codec
-    from .record.local import export_demo_record
+    from node.crypto.ballot import identifier_hash
+    from node.record import codec
+    from node.record.local import export_demo_record
 
     say(f"Writing the election record to {root}")
     ballots = [codec.BallotRecord(enc, codec.ENCRYPTED, ctx.h_e, issue_date,

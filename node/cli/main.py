@@ -11,10 +11,10 @@ import argparse
 import importlib
 import sys
 
-from .crypto.errors import GuardianError
+from node.crypto.errors import GuardianError
 
-FEATURES = ["node.demo_cli", "node.daemon_cli", "node.decrypt_cli", "node.record.commands", "node.custody_cli",
-            "node.simulate_cli"]
+FEATURES = ["node.cli.demo", "node.cli.node", "node.cli.decrypt", "node.cli.record", "node.cli.custody",
+            "node.cli.simulate"]
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict]:

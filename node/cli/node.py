@@ -10,13 +10,13 @@ import os
 import sys
 from pathlib import Path
 
-from .config import (
+from node.config import (
     NODE_TOML, check_address, check_name, default_advertise, load_node_config, load_roster, parse_listen,
     roster_entry_toml,
 )
-from .crypto.errors import InputError
-from .identity import Identity, encode_public_key, fingerprint, load_public_key
-from .passphrase import add_passphrase_options, read_passphrase, source_from_args
+from node.crypto.errors import InputError
+from node.identity import Identity, encode_public_key, fingerprint, load_public_key
+from node.cli.passphrase import add_passphrase_options, read_passphrase, source_from_args
 
 DEFAULT_CONFIG = os.environ.get("GUARDIAN_CONFIG", "node.toml")
 
@@ -122,8 +122,8 @@ def roster_show(args: argparse.Namespace) -> int:
 def run_node(args: argparse.Namespace) -> int:
     import trio
 
-    from .daemon import Node
-    from .storage.db import NodeDatabase
+    from node.daemon.node import Node
+    from node.storage.db import NodeDatabase
 
     config = load_node_config(args.config)
     roster = load_roster(config.roster_file)
@@ -141,7 +141,7 @@ def run_node(args: argparse.Namespace) -> int:
 def node_status(args: argparse.Namespace) -> int:
     import trio
 
-    from .daemon import control_request
+    from node.daemon.node import control_request
 
     config = load_node_config(args.config)
     status = trio.run(control_request, config.control_socket, {"cmd": "status"})
@@ -175,7 +175,7 @@ def _setup_logging(path: Path, level: str) -> None:
 def _control(args, request: dict, timeout: float = 10.0):
     import trio
 
-    from .daemon import control_request
+    from node.daemon.node import control_request
 
     return trio.run(control_request, load_node_config(args.config).control_socket, request, timeout)
 

@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from .crypto.errors import InputError
+from node.crypto.errors import InputError
 
 
 def read_passphrase(source: str, *, confirm: bool = False, what: str = "passphrase") -> str:

@@ -24,12 +24,12 @@ from node.crypto.ballot import (
     BallotChain, EncryptedBallot, PlaintextBallot, confirmation_code, election_id, encrypt_ballot,
     identifier_hash, signature_content,
 )
-from node.cli_args import guardian_list, positive_int
+from node.cli.args import guardian_list, positive_int
 from node.crypto.ballot_signature import sign_ballot
 from node.crypto.election import ElectionContext
 from node.crypto.errors import GuardianError, InputError
 
-from . import codec, layout
+from node.record import codec, layout
 
 CHAIN_STATE = ".device-chains.json"
 PROGRESS_EVERY = 2.0          # seconds between progress lines on long runs
@@ -160,10 +160,10 @@ class Progress:
 def run_create_local(args: argparse.Namespace) -> int:
     from node.crypto.manifest import parse_manifest
 
-    from .local import create_local_election
+    from node.record.local import create_local_election
 
     if args.manifest is None:
-        from node.demo import load_demo_manifest
+        from node.cli.demo_in_process import load_demo_manifest
         manifest = load_demo_manifest()
     else:
         try:
@@ -182,7 +182,7 @@ def run_create_local(args: argparse.Namespace) -> int:
 
 
 def run_decrypt_local(args: argparse.Namespace) -> int:
-    from .local import decrypt_local
+    from node.record.local import decrypt_local
 
     decrypted = decrypt_local(args.record, args.secrets, args.missing, args.compensated,
                               say=lambda text: print(text, file=sys.stderr))
@@ -221,7 +221,7 @@ def encrypt_many(ctx: ElectionContext, plaintexts: Sequence[PlaintextBallot], de
     The chaining field enters only the confirmation code (eq 71), so the ballots
     are encrypted in parallel and chained afterwards, in order.
     """
-    from node.parallel import worker_count
+    from node.compute import worker_count
 
     workers = min(workers or worker_count(), max(1, len(plaintexts)))
     global _worker_ctx
@@ -304,9 +304,9 @@ def encrypt_records(ctx: ElectionContext, plaintexts: Sequence[PlaintextBallot],
 
 
 def run_encrypt(args: argparse.Namespace) -> int:
-    from node.parallel import worker_count
+    from node.compute import worker_count
 
-    from .verifier import open_election
+    from node.verifier.steps import open_election
 
     election = open_election(args.election)
     ctx = election.context
@@ -388,7 +388,7 @@ def _expand(paths: Sequence[Path]) -> list[Path]:
 
 
 def run_submit(args: argparse.Namespace) -> int:
-    from .ballot_box import BallotBox, read_submission
+    from node.record.ballot_box import BallotBox, read_submission
 
     if not args.cast and not args.challenge:
         raise InputError("nothing to submit: give ballot files with --cast and/or --challenge")
@@ -415,7 +415,7 @@ def run_submit(args: argparse.Namespace) -> int:
 
 
 def run_tally(args: argparse.Namespace) -> int:
-    from .ballot_box import BallotBox
+    from node.record.ballot_box import BallotBox
 
     with BallotBox.open(args.record) as box:
         for note in box.recovery_notes:
@@ -429,7 +429,7 @@ def run_tally(args: argparse.Namespace) -> int:
 
 
 def run_verify(args: argparse.Namespace) -> int:
-    from .verifier import format_table, passed, results_to_json, verify_record
+    from node.verifier.steps import format_table, passed, results_to_json, verify_record
 
     start = time.perf_counter()
     results = verify_record(args.record, args.workers, Progress("verify: ballots"))

@@ -16,14 +16,14 @@ from typing import Mapping
 
 from gmpy2 import mpz
 
-from .election import ElectionContext
-from .elgamal import Ciphertext, aggregate, encrypt
-from .encoding import length_prefixed, small
-from .errors import BallotError, InputError, ProofError
-from .group import check_element, check_elements, check_scalar
-from .hashing import H, H_q, elements, kdf_counter_mode, xor_bytes
-from .manifest import Contest
-from .range_proof import RangeProof, contest_prefix, prove_range, selection_prefix, verify_range
+from node.crypto.election import ElectionContext
+from node.crypto.elgamal import Ciphertext, aggregate, encrypt
+from node.crypto.encoding import length_prefixed, small
+from node.crypto.errors import BallotError, InputError, ProofError
+from node.crypto.group import check_element, check_elements, check_scalar
+from node.crypto.hashing import H, H_q, elements, kdf_counter_mode, xor_bytes
+from node.crypto.manifest import Contest
+from node.crypto.range_proof import RangeProof, contest_prefix, prove_range, selection_prefix, verify_range
 
 NO_CHAINING = b"\x00\x00\x00\x00"      # chaining mode identifier (spec 3.4.4)
 SIMPLE_CHAINING = b"\x00\x00\x00\x01"
@@ -376,8 +376,8 @@ def signature_content(ctx: ElectionContext, ballot: EncryptedBallot, issue_date:
     """
     import hashlib
 
-    from .ballot_signature import BallotContent
-    from .manifest import canonical_json
+    from node.crypto.ballot_signature import BallotContent
+    from node.crypto.manifest import canonical_json
 
     style = ctx.manifest.ballot_style(ballot.style_index)
     return BallotContent(

@@ -38,7 +38,7 @@ from cryptography.hazmat.primitives.serialization import (
     load_der_public_key,
 )
 
-from .errors import EncodingError, InputError, SignatureError
+from node.crypto.errors import EncodingError, InputError, SignatureError
 
 U32_MAX = 2**32 - 1
 U64_MAX = 2**64 - 1

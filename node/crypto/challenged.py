@@ -13,19 +13,19 @@ from typing import Mapping
 
 from gmpy2 import mpz
 
-from .ballot import (
+from node.crypto.ballot import (
     EncryptedBallot, confirmation_code, contest_hash, decrypt_ballot_nonce, identifier_hash,
     nonce_for_selection, verify_encrypted_nonce,
 )
-from .decryption import (
+from node.crypto.decryption import (
     DecryptionSession, NonceStatement, PartShare, PublicShares, ThresholdKey, plan_parts,
     verify_nonce_decryption,
 )
-from .dlog import discrete_log
-from .election import ElectionContext
-from .elgamal import encrypt, power_of_key_from_nonce
-from .errors import DecryptionError, ProofError
-from .params import encode_q
+from node.crypto.dlog import discrete_log
+from node.crypto.election import ElectionContext
+from node.crypto.elgamal import encrypt, power_of_key_from_nonce
+from node.crypto.errors import DecryptionError, ProofError
+from node.crypto.params import encode_q
 
 
 @dataclass(frozen=True)

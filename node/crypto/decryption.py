@@ -29,14 +29,14 @@ from typing import Mapping, Sequence
 import gmpy2
 from gmpy2 import mpz
 
-from .dlog import discrete_log
-from .encoding import small
-from .errors import DecryptionError, InputError, ProofError
-from .fixed_base import FixedBase, multi_exp
-from .group import check_element, check_elements, check_scalar
-from .hashing import H, H_q, elements
-from .keys import commitment_at, lagrange_coefficient
-from .params import Group
+from node.crypto.dlog import discrete_log
+from node.crypto.encoding import small
+from node.crypto.errors import DecryptionError, InputError, ProofError
+from node.crypto.fixed_base import FixedBase, multi_exp
+from node.crypto.group import check_element, check_elements, check_scalar
+from node.crypto.hashing import H, H_q, elements
+from node.crypto.keys import commitment_at, lagrange_coefficient
+from node.crypto.params import Group
 
 
 # --- keys -------------------------------------------------------------------------------------

@@ -12,8 +12,8 @@ from functools import lru_cache
 import gmpy2
 from gmpy2 import mpz
 
-from .errors import DecryptionError
-from .params import Group
+from node.crypto.errors import DecryptionError
+from node.crypto.params import Group
 
 DEFAULT_BOUND = 10**8
 

@@ -12,11 +12,11 @@ from functools import cached_property
 
 from gmpy2 import mpz
 
-from .errors import InputError
-from .fixed_base import FixedBase
-from .hashing import election_base_hash, extended_base_hash, parameter_base_hash
-from .manifest import Manifest
-from .params import Group
+from node.crypto.errors import InputError
+from node.crypto.fixed_base import FixedBase
+from node.crypto.hashing import election_base_hash, extended_base_hash, parameter_base_hash
+from node.crypto.manifest import Manifest
+from node.crypto.params import Group
 
 _G_TABLES: dict[tuple[Group, int], FixedBase] = {}
 

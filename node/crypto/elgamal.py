@@ -8,8 +8,8 @@ from typing import Iterable
 import gmpy2
 from gmpy2 import mpz
 
-from .fixed_base import FixedBase
-from .params import Group
+from node.crypto.fixed_base import FixedBase
+from node.crypto.params import Group
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import re
 
 from gmpy2 import mpz
 
-from .errors import EncodingError
+from node.crypto.errors import EncodingError
 
 SMALL_INT_LIMIT = 2**31  # small integers are < 2^31 (spec 5.1.3)
 

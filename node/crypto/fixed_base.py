@@ -16,7 +16,7 @@ from typing import Sequence
 import gmpy2
 from gmpy2 import mpz
 
-from .params import Group
+from node.crypto.params import Group
 
 
 class FixedBase:

@@ -16,9 +16,9 @@ from typing import Iterable, Sequence
 import gmpy2
 from gmpy2 import mpz
 
-from .errors import GroupMembershipError
-from .fixed_base import multi_exp
-from .params import Group
+from node.crypto.errors import GroupMembershipError
+from node.crypto.fixed_base import multi_exp
+from node.crypto.params import Group
 
 BATCH_EXPONENT_BITS = 128
 

@@ -14,9 +14,9 @@ from typing import Iterable
 
 from gmpy2 import mpz
 
-from .encoding import length_prefixed, small
-from .errors import InputError
-from .params import Group, encode_p, encode_q
+from node.crypto.encoding import length_prefixed, small
+from node.crypto.errors import InputError
+from node.crypto.params import Group, encode_p, encode_q
 
 HASH_BYTES = 32
 # ver = b("v2.1.0") || b(0, 26): the version byte array of spec 3.1.2.

@@ -14,12 +14,12 @@ from typing import Sequence
 
 from gmpy2 import mpz
 
-from .encoding import small
-from .errors import InputError, ProofError, ShareError
-from .fixed_base import FixedBase, multi_exp
-from .group import check_element, check_elements, check_scalar
-from .hashing import H, H_q, elements, kdf_counter_mode, xor_bytes
-from .params import Group, encode_p, encode_q
+from node.crypto.encoding import small
+from node.crypto.errors import InputError, ProofError, ShareError
+from node.crypto.fixed_base import FixedBase, multi_exp
+from node.crypto.group import check_element, check_elements, check_scalar
+from node.crypto.hashing import H, H_q, elements, kdf_counter_mode, xor_bytes
+from node.crypto.params import Group, encode_p, encode_q
 
 _VOTE = b"pk_vote"   # 0x706B5F766F7465 in the table of spec 5.5.2
 _DATA = b"pk_data"   # 0x706B5F64617461

@@ -10,11 +10,11 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 
-from .decryption import PublicShares, ThresholdKey
-from .election import ElectionContext, ElectionParameters
-from .errors import ShareError
-from .hashing import guardian_record_hash
-from .keys import (
+from node.crypto.decryption import PublicShares, ThresholdKey
+from node.crypto.election import ElectionContext, ElectionParameters
+from node.crypto.errors import ShareError
+from node.crypto.hashing import guardian_record_hash
+from node.crypto.keys import (
     GuardianPublicKey, GuardianSecretKey, decrypt_share, encrypt_share, evaluate_polynomial,
     generate_guardian_key, joint_key, verify_guardian_public_key, verify_share,
 )

@@ -13,7 +13,7 @@ from functools import cached_property
 import gmpy2
 from gmpy2 import mpz
 
-from .errors import ParameterError
+from node.crypto.errors import ParameterError
 
 _P_HEX = (
     "FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF"
@@ -142,13 +142,13 @@ GROUPS = {grp.name: grp for grp in (STANDARD, TOY_16, TOY_32, TOY_64, TOY_128)}
 
 def encode_p(group: Group, x: int) -> bytes:
     """b(x, l_p): an element of Z_p as a hash input (spec 5.1.1)."""
-    from .encoding import b
+    from node.crypto.encoding import b
 
     return b(x, group.p_bytes)
 
 
 def encode_q(group: Group, x: int) -> bytes:
     """b(x, l_q): an element of Z_q as a hash input (spec 5.1.2)."""
-    from .encoding import b
+    from node.crypto.encoding import b
 
     return b(x, group.q_bytes)

@@ -13,13 +13,13 @@ from dataclasses import dataclass
 
 from gmpy2 import mpz
 
-from .elgamal import Ciphertext
-from .encoding import small
-from .errors import InputError, ProofError
-from .fixed_base import FixedBase
-from .group import check_scalar
-from .hashing import H_q, elements
-from .params import Group
+from node.crypto.elgamal import Ciphertext
+from node.crypto.encoding import small
+from node.crypto.errors import InputError, ProofError
+from node.crypto.fixed_base import FixedBase
+from node.crypto.group import check_scalar
+from node.crypto.hashing import H_q, elements
+from node.crypto.params import Group
 
 # A proof has R + 1 commitment pairs; beyond this a ballot would be impractically large.
 MAX_RANGE = 1000

@@ -16,7 +16,7 @@ import nacl.pwhash
 import nacl.secret
 from nacl.pwhash import argon2id
 
-from .errors import EncodingError, InputError
+from node.crypto.errors import EncodingError, InputError
 
 FORMAT = "guardian-node sealed v1"
 # Interactive limits: about 0.15 s and 64 MiB here; an attacker pays the same for every guess.

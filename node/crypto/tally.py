@@ -5,14 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable, Mapping, Sequence
 
-from .ballot import EncryptedBallot
-from .decryption import (
+from node.crypto.ballot import EncryptedBallot
+from node.crypto.decryption import (
     DecryptionSession, PartShare, PublicShares, TallyStatement, ThresholdKey, plan_parts,
     t_power_from_m, tally_from_power, verify_tally_decryption,
 )
-from .election import ElectionContext
-from .elgamal import Ciphertext, aggregate
-from .errors import DecryptionError, ProofError
+from node.crypto.election import ElectionContext
+from node.crypto.elgamal import Ciphertext, aggregate
+from node.crypto.errors import DecryptionError, ProofError
 
 OptionKey = tuple[int, int]   # (contest index, option index)
 

@@ -14,7 +14,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from ..crypto.errors import EncodingError, InputError
+from node.crypto.errors import EncodingError, InputError
 
 # Crockford's base32: digits and capitals without I, L, O and U, so nothing read aloud or typed is ambiguous.
 # Typed input maps O to 0 and I, L to 1, the usual slips.

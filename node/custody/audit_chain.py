@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from ..crypto.errors import GuardianError, InputError
-from ..storage.db import DB_FILE
+from node.crypto.errors import GuardianError, InputError
+from node.storage.db import DB_FILE
 
 HASH_BYTES = 32
 GENESIS = bytes(HASH_BYTES)

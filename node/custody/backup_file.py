@@ -42,10 +42,10 @@ from typing import Mapping
 import nacl.exceptions
 import nacl.secret
 
-from ..config import check_name
-from ..crypto.errors import EncodingError, InputError
-from ..crypto.sealing import DEFAULT_MEMLIMIT, DEFAULT_OPSLIMIT, WrongPassphrase, seal, unseal
-from . import b32encode, write_new_file
+from node.config import check_name
+from node.crypto.errors import EncodingError, InputError
+from node.crypto.sealing import DEFAULT_MEMLIMIT, DEFAULT_OPSLIMIT, WrongPassphrase, seal, unseal
+from node.custody import b32encode, write_new_file
 
 FORMAT = "guardian-node key backup v1"
 PURPOSE = "guardian-backup"

@@ -25,7 +25,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
 
-from ..crypto.errors import InputError
+from node.crypto.errors import InputError
 
 PRIME = 2**521 - 1
 MAX_SHARES = 255                      # share numbers fit in one byte in the typed form

@@ -38,9 +38,9 @@ from pathlib import Path
 from typing import Iterable, Sequence
 from xml.sax.saxutils import escape
 
-from ..crypto.errors import EncodingError
-from . import ALPHABET, b32decode, b32encode, b32value, write_new_file
-from .shamir import MAX_SHARES, PRIME, VALUE_BYTES, Rng, Share, SharingError, evaluate_at, recover, split
+from node.crypto.errors import EncodingError
+from node.custody import ALPHABET, b32decode, b32encode, b32value, write_new_file
+from node.custody.shamir import MAX_SHARES, PRIME, VALUE_BYTES, Rng, Share, SharingError, evaluate_at, recover, split
 
 FORMAT = "guardian-node custody share v1"
 SPLIT_ID_BYTES = 16

@@ -36,14 +36,14 @@ import msgpack
 import trio
 import trio_websocket
 
-from .config import NodeConfig, Roster, RosterEntry
-from .crypto.errors import GuardianError, InputError
-from .identity import Identity, fingerprint
-from .protocol.decryption import MESSAGE_TYPES as DECRYPTION_TYPES
-from .protocol.envelope import NODE_SESSION, EnvelopeError, seal_envelope
-from .protocol.handshake import DIALER, LISTENER, Handshake, HandshakeError, LinkError, SecureLink
-from .protocol.inbound import Equivocation, InboundFilter
-from .storage.db import NodeDatabase
+from node.config import NodeConfig, Roster, RosterEntry
+from node.crypto.errors import GuardianError, InputError
+from node.identity import Identity, fingerprint
+from node.protocol.decryption import MESSAGE_TYPES as DECRYPTION_TYPES
+from node.protocol.envelope import NODE_SESSION, EnvelopeError, seal_envelope
+from node.protocol.handshake import DIALER, LISTENER, Handshake, HandshakeError, LinkError, SecureLink
+from node.protocol.inbound import Equivocation, InboundFilter
+from node.storage.db import NodeDatabase
 
 log = logging.getLogger("guardian.node")
 
@@ -101,9 +101,9 @@ class Node:
         self._outbox_changed = trio.Event()
         self.started = time.time()
         self.port: int | None = None
-        from .ceremonies import Ceremonies
-        from .custody_node import Custody
-        from .decryptions import Decryptions
+        from node.services.ceremonies import Ceremonies
+        from node.services.custody import Custody
+        from node.services.decryptions import Decryptions
         self.ceremonies = Ceremonies(self)
         self.decryptions = Decryptions(self)
         self.custody = Custody(self)

@@ -33,16 +33,16 @@ from dataclasses import dataclass, field
 
 from gmpy2 import mpz
 
-from ..crypto.election import ElectionParameters
-from ..crypto.errors import GuardianError, InputError, ShareError
-from ..crypto.hashing import guardian_record_hash, extended_base_hash
-from ..crypto.keys import (
+from node.crypto.election import ElectionParameters
+from node.crypto.errors import GuardianError, InputError, ShareError
+from node.crypto.hashing import guardian_record_hash, extended_base_hash
+from node.crypto.keys import (
     EncryptedShare, GuardianPublicKey, GuardianSecretKey, KeyProof, check_revealed_share, decrypt_share,
     encrypt_share, evaluate_polynomial, generate_guardian_key, joint_key, verify_guardian_public_key, verify_share,
     verify_share_encryption,
 )
-from ..crypto.params import STANDARD, Group
-from .election_config import ElectionConfig
+from node.crypto.params import STANDARD, Group
+from node.protocol.election_config import ElectionConfig
 
 PHASES = ("keys", "echo", "shares", "check", "complaints", "result", "complete", "aborted")
 _PHASE_OF = {"keys": "keys", "echo": "echo", "shares": "shares", "share-check": "check", "reveal": "complaints",
@@ -532,7 +532,7 @@ class Guardian:
 
     def decryption_keys(self):
         """This guardian's ThresholdKeys for K and K-hat, once the ceremony completed."""
-        from ..crypto.decryption import ThresholdKey
+        from node.crypto.decryption import ThresholdKey
 
         received = {int(j): (mpz(v[0], 16), mpz(v[1], 16)) for j, v in self.state["received"].items()}
         secret = self._secret()

@@ -46,15 +46,15 @@ from typing import Iterable, Mapping, Sequence
 
 from gmpy2 import mpz
 
-from ..crypto.decryption import (
+from node.crypto.decryption import (
     NonceStatement, Part, PartShare, PublicShares, TallyStatement, ThresholdKey, check_joint,
     check_joints_batched, combine_responses, combine_values, commitment_digest, describe_part, part_secret, plan_parts, wrong_parts,
 )
-from ..crypto.errors import GroupMembershipError, InputError
-from ..crypto.fixed_base import FixedBase
-from ..crypto.group import check_elements
-from ..crypto.params import Group
-from ..crypto.hashing import elements
+from node.crypto.errors import GroupMembershipError, InputError
+from node.crypto.fixed_base import FixedBase
+from node.crypto.group import check_elements
+from node.crypto.params import Group
+from node.crypto.hashing import elements
 
 REQUEST_TYPE = "decrypt-request"
 MESSAGE_TYPES = frozenset({"decrypt-ready", "decrypt-refuse", "decrypt-round", "decrypt-shares",

@@ -12,8 +12,8 @@ import hashlib
 import json
 from dataclasses import dataclass
 
-from ..crypto.errors import InputError
-from ..crypto.manifest import Manifest, canonical_json, parse_manifest
+from node.crypto.errors import InputError
+from node.crypto.manifest import Manifest, canonical_json, parse_manifest
 
 FORMAT = "guardian-node election v1"
 MIN_TIMEOUT, MAX_TIMEOUT = 1.0, 86400.0

@@ -24,7 +24,7 @@ import msgpack
 import nacl.exceptions
 import nacl.signing
 
-from ..crypto.errors import GuardianError
+from node.crypto.errors import GuardianError
 
 PROTOCOL_VERSION = 1
 SIGNING_DOMAIN = b"guardian-node envelope v1\x00"

@@ -29,7 +29,7 @@ import nacl.public
 import nacl.secret
 import nacl.signing
 
-from ..crypto.errors import GuardianError
+from node.crypto.errors import GuardianError
 
 HANDSHAKE_VERSION = 1
 MAGIC_HELLO = "gn-hello"

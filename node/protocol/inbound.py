@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Iterable
 
-from .envelope import Envelope, EnvelopeError, decode_envelope
+from node.protocol.envelope import Envelope, EnvelopeError, decode_envelope
 
 
 class Equivocation(EnvelopeError):

@@ -35,10 +35,10 @@ from node.crypto.ballot import (
 from node.crypto.ballot_signature import verify_ballot_signature
 from node.crypto.errors import GuardianError, InputError
 from node.crypto.tally import EncryptedTally, tally_ballots
-from node.parallel import verify_ballots, worker_count
+from node.compute import verify_ballots, worker_count
 
-from . import codec, layout
-from .verifier import OpenElection, open_election
+from node.record import codec, layout
+from node.verifier.steps import OpenElection, open_election
 
 CHUNK_PER_WORKER = 4
 

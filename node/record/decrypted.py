@@ -21,7 +21,7 @@ from node.crypto.elgamal import power_of_key_from_nonce
 from node.crypto.errors import DecryptionError
 from node.crypto.tally import EncryptedTally
 
-from . import codec, layout
+from node.record import codec, layout
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from typing import Iterable
 
 from node.crypto.errors import InputError
 
-from . import codec
+from node.record import codec
 
 INDEX = "index.json"
 PARAMETERS = "election_parameters.json"

@@ -28,9 +28,9 @@ from node.crypto.manifest import Manifest
 from node.crypto.params import STANDARD
 from node.crypto.tally import EncryptedTally, tally_ballots
 
-from . import codec, layout
-from .ballot_box import BallotBox
-from .decrypted import (
+from node.record import codec, layout
+from node.record.ballot_box import BallotBox
+from node.record.decrypted import (
     JointResult, challenged_record, challenged_statement, quorum, tally_record, tally_statements, write_decryptions,
 )
 

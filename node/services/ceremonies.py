@@ -22,16 +22,16 @@ import nacl.encoding
 import nacl.secret
 import trio
 
-from .crypto.errors import GuardianError, InputError
-from .crypto.local_ceremony import CeremonyResult
-from .crypto.manifest import parse_manifest
-from .crypto.election import ElectionContext
-from .protocol.ceremony import MESSAGE_TYPES, CeremonyFault, Guardian, Transcript
-from .protocol.election_config import ConfigGuardian, ElectionConfig, default_phase_timeout, parse_election_config
-from .protocol.envelope import Envelope, decode_envelope, seal_envelope
+from node.crypto.errors import GuardianError, InputError
+from node.crypto.local_ceremony import CeremonyResult
+from node.crypto.manifest import parse_manifest
+from node.crypto.election import ElectionContext
+from node.protocol.ceremony import MESSAGE_TYPES, CeremonyFault, Guardian, Transcript
+from node.protocol.election_config import ConfigGuardian, ElectionConfig, default_phase_timeout, parse_election_config
+from node.protocol.envelope import Envelope, decode_envelope, seal_envelope
 
 if TYPE_CHECKING:
-    from .daemon import Node
+    from node.daemon.node import Node
 
 log = logging.getLogger("guardian.ceremony")
 NODE_TYPES = frozenset({"ceremony-propose", "ceremony-accept", "ceremony-reject"})
@@ -273,13 +273,13 @@ class Ceremonies:
 
     def _export(self, session: bytes, run: Running) -> Path:
         """The ElectionGuard 2.1 public election files, the config and every guardian's signed result."""
-        from .record.local import write_election
+        from node.record.local import write_election
 
         t = run.transcript
         directory = self.node.config.data_dir / "ceremonies" / session.hex()
         ctx = ElectionContext(t.parameters, *t.joint_keys)
         result = CeremonyResult(ctx, tuple(t.keys[i] for i in t.everyone), {}, t.record_hash)
-        from .record import layout
+        from node.record import layout
 
         write_election(directory, result, run.config.election, method="key ceremony across guardian nodes")
         record = layout.Record(directory)

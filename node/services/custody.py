@@ -30,19 +30,19 @@ import nacl.exceptions
 import nacl.signing
 from gmpy2 import mpz
 
-from .crypto.errors import GuardianError, InputError
-from .crypto.keys import commitment_at
-from .crypto.params import STANDARD
-from .crypto.sealing import check_passphrase
-from .custody.backup_file import BackupMeta, read_backup, write_backup
-from .identity import fingerprint as key_fingerprint
-from .protocol.ceremony import Guardian, Transcript
-from .protocol.election_config import ElectionConfig, parse_election_config
-from .protocol.envelope import Envelope
-from .record import codec, layout
+from node.crypto.errors import GuardianError, InputError
+from node.crypto.keys import commitment_at
+from node.crypto.params import STANDARD
+from node.crypto.sealing import check_passphrase
+from node.custody.backup_file import BackupMeta, read_backup, write_backup
+from node.identity import fingerprint as key_fingerprint
+from node.protocol.ceremony import Guardian, Transcript
+from node.protocol.election_config import ElectionConfig, parse_election_config
+from node.protocol.envelope import Envelope
+from node.record import codec, layout
 
 if TYPE_CHECKING:
-    from .daemon import Node
+    from node.daemon.node import Node
 
 log = logging.getLogger("guardian.custody")
 STEPS = ("downloaded", "backed-up", "verified")

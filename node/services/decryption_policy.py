@@ -13,14 +13,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .crypto.decryption import PublicShares
-from .crypto.election import ElectionContext
-from .crypto.errors import GuardianError
-from .crypto.tally import EncryptedTally, tally_ballots
-from .protocol.decryption import DecryptionRequest, Item
-from .record import codec, layout
-from .record.decrypted import challenged_statement, tally_statements
-from .record.verifier import STEP_NUMBER, open_election
+from node.crypto.decryption import PublicShares
+from node.crypto.election import ElectionContext
+from node.crypto.errors import GuardianError
+from node.crypto.tally import EncryptedTally, tally_ballots
+from node.protocol.decryption import DecryptionRequest, Item
+from node.record import codec, layout
+from node.record.decrypted import challenged_statement, tally_statements
+from node.verifier.steps import STEP_NUMBER, open_election
 
 # Steps that must pass before any decryption; the decryption steps must not apply yet.
 REQUIRED_STEPS = ("parameters", "guardian public keys", "election public key", "extended base hash",

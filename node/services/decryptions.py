@@ -31,20 +31,20 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from .crypto.errors import GuardianError, InputError
-from .decryption_policy import Checked, PolicyRefusal, check_record
-from .protocol.ceremony import Guardian, Transcript
-from .protocol.decryption import (
+from node.crypto.errors import GuardianError, InputError
+from node.services.decryption_policy import Checked, PolicyRefusal, check_record
+from node.protocol.ceremony import Guardian, Transcript
+from node.protocol.decryption import (
     MESSAGE_TYPES, REQUEST_TYPE, DecryptionContext, DecryptionGuardian, DecryptionRequest, DecryptionTranscript,
     MalformedMessage, Send, parse_request,
 )
-from .protocol.election_config import parse_election_config
-from .protocol.envelope import Envelope, decode_envelope, seal_envelope
-from .record import codec, layout
-from .record.decrypted import JointResult, challenged_record, quorum, tally_record, write_decryptions
+from node.protocol.election_config import parse_election_config
+from node.protocol.envelope import Envelope, decode_envelope, seal_envelope
+from node.record import codec, layout
+from node.record.decrypted import JointResult, challenged_record, quorum, tally_record, write_decryptions
 
 if TYPE_CHECKING:
-    from .daemon import Node
+    from node.daemon.node import Node
 
 log = logging.getLogger("guardian.decryption")
 FETCH_RETRY_SECONDS = 1.0
@@ -320,7 +320,7 @@ class Decryptions:
                 return kept["steps"]
         except (OSError, ValueError, AttributeError):
             pass
-        command = [sys.executable, "-m", "node.cli", "verify", str(copy), "--json"]
+        command = [sys.executable, "-m", "node.cli.main", "verify", str(copy), "--json"]
         workers = self.node.config.verify_workers
         if workers:
             command += ["--workers", str(workers)]
@@ -572,7 +572,7 @@ class Decryptions:
 
 
 def _election_of(export: Path) -> tuple[bytes, tuple[int, int]]:
-    from .record.verifier import open_election
+    from node.verifier.steps import open_election
 
     ctx = open_election(export).context
     return ctx.h_e, (ctx.joint_key, ctx.joint_data_key)

@@ -22,15 +22,15 @@ from pathlib import Path
 
 import nacl.signing
 
-from .ceremonies import storage_box
-from .config import check_address, default_advertise, load_node_config, load_roster, parse_listen
-from .custody.backup_file import BackupMeta
-from .custody_node import CustodyError, check_state_restores, parse_payload
-from .crypto.errors import InputError
-from .identity import Identity
-from .protocol.election_config import parse_election_config
-from .record import layout
-from .storage.db import NodeDatabase
+from node.services.ceremonies import storage_box
+from node.config import check_address, default_advertise, load_node_config, load_roster, parse_listen
+from node.custody.backup_file import BackupMeta
+from node.services.custody import CustodyError, check_state_restores, parse_payload
+from node.crypto.errors import InputError
+from node.identity import Identity
+from node.protocol.election_config import parse_election_config
+from node.record import layout
+from node.storage.db import NodeDatabase
 
 SAFE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*(/[A-Za-z0-9_][A-Za-z0-9._-]*)*")
 

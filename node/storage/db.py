@@ -14,7 +14,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-from ..protocol.envelope import Envelope, decode_envelope
+from node.protocol.envelope import Envelope, decode_envelope
 
 DB_FILE = "node.sqlite3"
 SCHEMA = """

@@ -25,14 +25,14 @@ import trio_websocket
 
 from node.config import roster_entry_toml
 from node.crypto.errors import GuardianError
-from node.daemon import control_request
+from node.daemon.node import control_request
 from node.identity import Identity, encode_public_key, fingerprint, load_public_key
 from node.protocol.envelope import NODE_SESSION, seal_envelope
 from node.protocol.handshake import DIALER, Handshake, SecureLink
 
 PASS_ENV = "GUARDIAN_TEST_PASSPHRASE"
 PASSPHRASE = "loopback test passphrase"
-PROJECT = Path(__file__).resolve().parent.parent
+PROJECT = Path(__file__).resolve().parents[2]
 
 # Fast but not twitchy: a peer is dropped after 3 silent heartbeats (3 s); re-dials within a second.
 FAST_NETWORK = {"heartbeat_seconds": 1.0, "redial_initial_seconds": 0.1, "redial_max_seconds": 1.0}

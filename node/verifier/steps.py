@@ -55,7 +55,7 @@ from node.crypto.manifest import Manifest, parse_manifest
 from node.crypto.params import STANDARD
 from node.crypto.range_proof import contest_prefix, selection_prefix, verify_range
 
-from . import codec, layout
+from node.record import codec, layout
 
 STEPS: tuple[tuple[str, str], ...] = (
     ("1", "parameters"),

@@ -17,10 +17,10 @@ from pathlib import Path
 import trio
 
 from node.config import load_node_config, load_roster
-from node.daemon import Node
+from node.daemon.node import Node
 from node.identity import Identity
 from node.storage.db import NodeDatabase
-from nodes_harness import PASSPHRASE, NodeProc, eventually, guardian
+from node.testing.processes import PASSPHRASE, NodeProc, eventually, guardian
 from test_ceremony_nodes import accept, ask, completes, propose, write_election
 from test_record_flow import VALID, plaintext_line
 

@@ -30,12 +30,12 @@ from gmpy2 import mpz
 from node.config import NODE_TOML, load_node_config, load_roster
 from node.crypto.errors import InputError
 from node.crypto.keys import encrypt_share, evaluate_polynomial, generate_guardian_key
-from node.daemon import Node, control_request
-from node.daemon_cli import load_election_file
+from node.daemon.node import Node, control_request
+from node.cli.node import load_election_file
 from node.protocol.ceremony import encode_public_key, encode_share
 from node.protocol.envelope import decode_envelope, seal_envelope
 from node.storage.db import NodeDatabase
-from nodes_harness import (
+from node.testing.processes import (
     FAST_NETWORK,
     PROJECT,
     Cluster,

@@ -28,7 +28,7 @@ import pytest
 import trio
 
 from node.storage.db import DB_FILE
-from nodes_harness import PASS_ENV, all_connected, eventually, guardian, node_env
+from node.testing.processes import PASS_ENV, all_connected, eventually, guardian, node_env
 from test_ceremony_nodes import accept, completes, entry_of, make_cluster, propose, restart_dead, start_cluster, \
     write_election
 from test_record_flow import VALID, plaintext_line

@@ -49,7 +49,7 @@ from decryption_harness import (
     tally_values,
     verify,
 )
-from nodes_harness import eventually
+from node.testing.processes import eventually
 from test_ceremony_nodes import ask, make_cluster, restart_dead, start_cluster
 from test_record_flow import VALID, option
 

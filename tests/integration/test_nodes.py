@@ -15,7 +15,7 @@ import trio
 import trio_websocket
 
 from node.protocol.envelope import decode_envelope
-from nodes_harness import (
+from node.testing.processes import (
     PASS_ENV,
     Cluster,
     HarnessLink,

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 
 from node.record import layout
-from node.record.verifier import STEPS
+from node.verifier.steps import STEPS
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 MANIFEST = json.loads((ROOT / "node" / "data" / "demo-manifest.json").read_text())
 STYLE = MANIFEST["ballot_styles"][0]["label"]
 

@@ -18,7 +18,7 @@ import trio_websocket
 
 from node.config import roster_entry_toml
 from node.identity import encode_public_key
-from nodes_harness import PROJECT, Cluster, NodeProc, all_connected, eventually, free_port
+from node.testing.processes import PROJECT, Cluster, NodeProc, all_connected, eventually, free_port
 
 if str(PROJECT) not in sys.path:           # simulate/ is not an installed package
     sys.path.insert(0, str(PROJECT))

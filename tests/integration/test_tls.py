@@ -16,7 +16,7 @@ import trio
 import trustme
 
 from node.config import roster_entry_toml
-from node.daemon import control_request
+from node.daemon.node import control_request
 from node.identity import encode_public_key, fingerprint, load_public_key
 
 PASSPHRASE_ENV = "GN_TLS_TEST_PASSPHRASE"

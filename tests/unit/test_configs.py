@@ -5,7 +5,7 @@ from pathlib import Path
 from node.config import load_node_config, load_roster
 from node.crypto.manifest import parse_manifest
 
-CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
 def test_example_node_toml_parses():
@@ -23,6 +23,6 @@ def test_example_roster_parses_and_its_fingerprint_matches():
 
 
 def test_demo_manifest_copy_is_the_packaged_one():
-    packaged = Path(__file__).resolve().parent.parent / "node" / "data" / "demo-manifest.json"
+    packaged = Path(__file__).resolve().parents[2] / "node" / "data" / "demo-manifest.json"
     assert parse_manifest((CONFIGS / "demo-manifest.json").read_bytes()).canonical_bytes() == \
         parse_manifest(packaged.read_bytes()).canonical_bytes()

@@ -10,7 +10,7 @@ import stat
 import pytest
 from nacl.pwhash import argon2id
 
-from node.cli import main
+from node.cli.main import main
 from node.config import NODE_TOML
 from node.custody.backup_file import BackupMeta, open_backup, open_backup_with_key, read_backup, write_backup
 from node.custody.share_files import load_share, recover_from

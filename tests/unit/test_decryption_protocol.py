@@ -52,15 +52,15 @@ from node.protocol.decryption import (
     DecryptionContext, DecryptionGuardian, DecryptionRequest, DecryptionTranscript, Item, MalformedMessage,
     parse_request, statements_digest,
 )
-from node.decryption_policy import REQUIRED_STEPS, PolicyRefusal, check_record
+from node.services.decryption_policy import REQUIRED_STEPS, PolicyRefusal, check_record
 from node.record import codec, layout
 from node.record.ballot_box import BallotBox
-from node.record.commands import encrypt_records
+from node.cli.record import encrypt_records
 from node.record.decrypted import (
     JointResult, challenged_record, quorum, tally_record, tally_statements, write_decryptions,
 )
 from node.record.local import write_election
-from node.record.verifier import verify_record
+from node.verifier.steps import verify_record
 
 N, K = 5, 3
 ALL = tuple(range(1, N + 1))

@@ -34,7 +34,7 @@ from node.crypto.manifest import parse_manifest
 from node.crypto.params import STANDARD, TOY_16, TOY_32, TOY_64, TOY_128
 
 TOYS = (TOY_16, TOY_32, TOY_64, TOY_128)
-DEMO_MANIFEST = Path(__file__).resolve().parent.parent / "node" / "data" / "demo-manifest.json"
+DEMO_MANIFEST = Path(__file__).resolve().parents[2] / "node" / "data" / "demo-manifest.json"
 # Tamper tests need a q large enough that a tampered challenge cannot collide by chance
 # and a (p-1)/2q large enough for the batched membership check: TOY_128 has both.
 TAMPER_GROUP = TOY_128

@@ -22,7 +22,7 @@ from node.crypto.manifest import (
     parse_manifest,
 )
 
-DEMO_MANIFEST = Path(__file__).resolve().parent.parent / "node" / "data" / "demo-manifest.json"
+DEMO_MANIFEST = Path(__file__).resolve().parents[2] / "node" / "data" / "demo-manifest.json"
 
 
 def base() -> dict:

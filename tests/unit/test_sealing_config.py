@@ -33,7 +33,7 @@ from node.identity import (
     fingerprint,
     load_public_key,
 )
-from node.passphrase import read_passphrase, source_from_args
+from node.cli.passphrase import read_passphrase, source_from_args
 
 PASS = "correct horse battery"
 FAST = dict(opslimit=argon2id.OPSLIMIT_MIN, memlimit=argon2id.MEMLIMIT_MIN)   # the arithmetic is the same
@@ -582,7 +582,7 @@ def test_passphrase_source_from_args(tmp_path):
 
 
 def test_no_passphrase_option_on_the_command_line():
-    from node.cli import build_parser
+    from node.cli.main import build_parser
     parser, _ = build_parser()
     with pytest.raises(SystemExit):
         parser.parse_args(["init", "d", "--name", "a", "--listen", "127.0.0.1:1", "--passphrase", PASS])
