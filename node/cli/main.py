@@ -33,10 +33,10 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["simulate"]:     # the simulator parses its own options (argparse cannot pass "--x" through)
-        from simulate.main import main as simulate
+        from node.cli.simulate import simulate
 
         try:
-            return simulate(argv[1:], prog="guardian simulate")
+            return simulate(argv[1:])
         except BrokenPipeError:      # output piped into `head` and the like
             sys.stderr.close()
             return 0

@@ -122,7 +122,7 @@ def roster_show(args: argparse.Namespace) -> int:
 def run_node(args: argparse.Namespace) -> int:
     import trio
 
-    from node.daemon.node import Node
+    from node.app import build
     from node.storage.db import NodeDatabase
 
     config = load_node_config(args.config)
@@ -131,8 +131,7 @@ def run_node(args: argparse.Namespace) -> int:
     _setup_logging(config.data_dir / "node.log", args.log_level)
     db = NodeDatabase(config.data_dir)
     try:
-        node = Node(config, roster, identity, db)
-        trio.run(node.run)
+        trio.run(build(config, roster, identity, db).run)
     finally:
         db.close()
     return 0
@@ -141,7 +140,7 @@ def run_node(args: argparse.Namespace) -> int:
 def node_status(args: argparse.Namespace) -> int:
     import trio
 
-    from node.daemon.node import control_request
+    from node.daemon.control import control_request
 
     config = load_node_config(args.config)
     status = trio.run(control_request, config.control_socket, {"cmd": "status"})
@@ -175,7 +174,7 @@ def _setup_logging(path: Path, level: str) -> None:
 def _control(args, request: dict, timeout: float = 10.0):
     import trio
 
-    from node.daemon.node import control_request
+    from node.daemon.control import control_request
 
     return trio.run(control_request, load_node_config(args.config).control_socket, request, timeout)
 

@@ -16,7 +16,11 @@ def register(sub) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Reached only without arguments: node.cli.main hands `guardian simulate ARGS` to the simulator directly."""
+    """Reached only without arguments: node.cli.main hands `guardian simulate ARGS` to simulate() directly."""
+    return simulate(args.arguments)
+
+
+def simulate(argv: list[str]) -> int:
     from simulate.main import main
 
-    return main(args.arguments, prog="guardian simulate")
+    return main(argv, prog="guardian simulate")

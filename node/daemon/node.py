@@ -4,32 +4,30 @@ Structure (structured concurrency, one nursery):
   listener      serves peers that dial us (the peers with a lower roster sequence number)
   dial loops    one per peer with a higher sequence number: dial, serve, re-dial with capped
                 exponential backoff and jitter (one connection per pair of guardians)
-  connections   handshake, then three tasks: reader, outbox writer, heartbeat
-  control       the Unix socket of `guardian status`
+  links         handshake, then four tasks: reader, outbox writer, heartbeat, record-file server
+  control       the Unix socket of `guardian status` (node/daemon/control.py)
   signals       SIGINT / SIGTERM cancel everything and the node exits cleanly
 
-Frames on an established link are sealed by SecureLink; inside, a frame is
-msgpack [kind, payload] with kind "env" (a signed envelope), "sync" (which of
-our messages the peer already has) or "hb" (heartbeat). Envelopes are checked by
-the InboundFilter and committed to the inbox before anything uses them; what we
-send is committed to the outbox first and streamed to each peer from there, so
-a restart or reconnect resends exactly what a peer has not seen.
+Frames on a link are events (node/protocol/link.py). Envelopes are checked by the
+InboundFilter and committed to the inbox before anything uses them; what we send is
+committed to the outbox first and streamed to each peer from there, so a restart or
+reconnect resends exactly what a peer has not seen.
+
+The daemon knows the services (ceremonies, decryptions, custody) only through what they
+registered (node/services/port.py): each gets a `NodePort`, and the daemon routes each
+accepted envelope, control command and link event to the service that asked for it.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
-import os
 import random
 import signal
-import socket
 import ssl
-import struct
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import Any, Callable, Sequence
 
 import h11
 import msgpack
@@ -38,20 +36,20 @@ import trio_websocket
 
 from node.config import NodeConfig, Roster, RosterEntry
 from node.crypto.errors import GuardianError, InputError
+from node.daemon.control import serve_control
 from node.identity import Identity, fingerprint
-from node.protocol.decryption import MESSAGE_TYPES as DECRYPTION_TYPES
-from node.protocol.envelope import NODE_SESSION, EnvelopeError, seal_envelope
-from node.protocol.handshake import DIALER, LISTENER, Handshake, HandshakeError, LinkError, SecureLink
+from node.protocol import link as frames
+from node.protocol.envelope import NODE_SESSION, Envelope, EnvelopeError, seal_envelope
+from node.protocol.handshake import DIALER, LISTENER, Handshake, HandshakeError, LinkError
 from node.protocol.inbound import Equivocation, InboundFilter
+from node.protocol.waiting import LinkView
+from node.services.port import Outgoing, Port, Service
 from node.storage.db import NodeDatabase
 
 log = logging.getLogger("guardian.node")
 
 HANDSHAKE_TIMEOUT = 10.0
 SILENT_HEARTBEATS = 3
-CONTROL_MAX_REQUEST = 1 << 20
-NODE_MESSAGE_TYPES = frozenset({"note", "ceremony-propose", "ceremony-accept", "ceremony-reject", "decrypt-request",
-                                "custody-step", "certificate-signature"})
 MAX_WANTS_QUEUED = 64
 
 
@@ -73,16 +71,15 @@ class PeerState:
 class Connection:
     """One authenticated link: sends are serialized so the sealing counter matches the wire order."""
 
-    def __init__(self, ws, link: SecureLink) -> None:
-        self.ws, self.link = ws, link
+    def __init__(self, ws, frames_: frames.LinkFrames) -> None:
+        self.ws, self.frames = ws, frames_
         self._lock = trio.Lock()
         # Record files a peer asked for: served by their own task, so the reader never waits on a send.
         self.wants_in, self.wants_out = trio.open_memory_channel(MAX_WANTS_QUEUED)
 
     async def send(self, kind: str, payload) -> None:
-        frame = msgpack.packb([kind, payload], use_bin_type=True)
         async with self._lock:
-            await self.ws.send_message(self.link.seal(frame))
+            await self.ws.send_message(self.frames.seal(kind, payload))
 
 
 class Node:
@@ -92,21 +89,49 @@ class Node:
             raise InputError(f"this node's key {identity.fingerprint} is not in the roster {config.roster_file}")
         self.config, self.roster, self.identity, self.db, self.me = config, roster, identity, db, me
         self.peers = {e.public_key: PeerState(e) for e in roster.entries if e.public_key != identity.public_key}
-        # Decryption messages may reach us before the request that opens their session (it comes over
-        # another link): they are kept, and replayed when the session starts.
         self.filter = InboundFilter(frozenset(e.public_key for e in roster.entries), identity.public_key,
-                                    config.max_frame_bytes, {NODE_SESSION}, {NODE_SESSION: NODE_MESSAGE_TYPES},
-                                    open_types=DECRYPTION_TYPES)
+                                    config.max_frame_bytes, {NODE_SESSION}, {NODE_SESSION: frozenset({"note"})})
         self.filter.remember(db.inbox())
+        self.services: list[Service] = []
+        self._node_types: dict[str, Service] = {}
+        self._session_owner: dict[bytes, Service] = {}
+        self._commands: dict[str, Callable[[dict], Any]] = {"status": lambda r: self.status(),
+                                                            "send": self._control_send, "inbox": self._control_inbox}
         self._outbox_changed = trio.Event()
+        self._nursery: trio.Nursery | None = None
         self.started = time.time()
         self.port: int | None = None
-        from node.services.ceremonies import Ceremonies
-        from node.services.custody import Custody
-        from node.services.decryptions import Decryptions
-        self.ceremonies = Ceremonies(self)
-        self.decryptions = Decryptions(self)
-        self.custody = Custody(self)
+
+    # --- services ---------------------------------------------------------------------------------
+
+    def port_for(self, name: str) -> "NodePort":
+        """The port a service gets: what it may ask of this node."""
+        return NodePort(self, name)
+
+    def register(self, service: Service) -> None:
+        """Route the service's message types, open types and control commands to it."""
+        for type_ in service.node_types:
+            if type_ in self._node_types:
+                raise ValueError(f"message type {type_!r} registered twice")
+            self._node_types[type_] = service
+        self.filter.accepted_types[NODE_SESSION] = self.filter.accepted_types[NODE_SESSION] | service.node_types
+        self.filter.open_types = self.filter.open_types | service.open_types
+        for command, handler in service.commands().items():
+            if command in self._commands:
+                raise ValueError(f"control command {command!r} registered twice")
+            self._commands[command] = handler
+        self.services.append(service)
+
+    def _accept_session(self, service: Service, session: bytes, types: frozenset[str]) -> None:
+        self.filter.sessions.add(session)
+        self.filter.accepted_types[session] = types
+        self._session_owner[session] = service
+
+    def _owner(self, envelope: Envelope) -> Service | None:
+        owner = self._session_owner.get(envelope.session)
+        if owner is None:
+            owner = next((s for s in self.services if envelope.type in s.open_types), None)
+        return owner
 
     # --- running ------------------------------------------------------------------------------
 
@@ -115,10 +140,10 @@ class Node:
             nursery.start_soon(self._watch_signals, nursery.cancel_scope)
             server = await nursery.start(self._serve)
             self.port = server.port
-            await nursery.start(self._serve_control)
+            await nursery.start(serve_control, self.config.control_socket, self.control)
             self._nursery = nursery
-            self.ceremonies.restore(nursery)
-            self.decryptions.restore(nursery)
+            for service in self.services:
+                service.start()
             for peer in self.peers.values():
                 if peer.entry.sequence > self.me.sequence:
                     nursery.start_soon(self._dial_loop, peer)
@@ -229,7 +254,7 @@ class Node:
         peer = self.peers[handshake.peer_key]
         if peer.cancel is not None:
             peer.cancel.cancel()          # a newer link replaces the old one
-        connection = Connection(ws, handshake.link)
+        connection = Connection(ws, frames.LinkFrames(handshake.link))
         with trio.CancelScope() as scope:
             peer.cancel = scope
             peer.connection = connection
@@ -238,7 +263,7 @@ class Node:
             peer.connections += 1
             peer.cursor_set = trio.Event()
             self.db.audit("peer connected", {"peer": peer.entry.name, "role": role})
-            self.decryptions.links_changed()
+            self._links_changed()
             log.info("connected to %s (%s)", peer.entry.name, role)
             try:
                 async with trio.open_nursery() as nursery:
@@ -250,9 +275,13 @@ class Node:
                     peer.cancel = None
                     peer.connection = None
                     peer.state = "disconnected"
-                    self.decryptions.links_changed()
+                    self._links_changed()
                 log.info("link to %s closed", peer.entry.name)
         await _close(ws)
+
+    def _links_changed(self) -> None:
+        for service in self.services:
+            service.links_changed()
 
     async def _send_sync(self, connection: Connection, peer: PeerState, scope: trio.CancelScope) -> None:
         await connection.send("sync", {"since": self.db.highest_seq_from(peer.entry.public_key)})
@@ -262,38 +291,31 @@ class Node:
         while True:
             sealed = await connection.ws.get_message()
             try:
-                frame = connection.link.open(sealed)
+                event = connection.frames.open(sealed)
             except LinkError as e:
                 self.db.refuse(name, "undecryptable", str(e))
                 log.warning("closing link to %s: %s", name, e)
                 scope.cancel()
                 return
-            peer.last_seen = trio.current_time()
-            try:
-                kind, payload = _link_frame(frame)
             except EnvelopeError as e:
+                peer.last_seen = trio.current_time()
                 self._refuse(name, e)
                 continue
-            if kind == "hb":
-                continue
-            if kind == "want":
+            peer.last_seen = trio.current_time()
+            if isinstance(event, frames.EnvelopeFrame):
+                self.receive_envelope(event.data, name, relayed=event.relayed)
+            elif isinstance(event, frames.Sync):
+                peer.writer_cursor = event.since
+                peer.cursor_set.set()
+            elif isinstance(event, frames.Want):
                 try:
-                    connection.wants_in.send_nowait(payload)
+                    connection.wants_in.send_nowait(event.digests)
                 except trio.WouldBlock:
                     pass              # asked too much at once: it asks again
-                continue
-            if kind == "blob":
-                self.decryptions.on_blob(payload[0], payload[1])
-                continue
-            if kind == "sync":
-                since = payload.get("since") if isinstance(payload, dict) else None
-                if isinstance(since, bool) or not isinstance(since, int) or not 0 <= since < 2**63:
-                    self._refuse(name, EnvelopeError("malformed", "sync without a valid 'since'"))
-                    continue
-                peer.writer_cursor = since
-                peer.cursor_set.set()
-                continue
-            self.receive_envelope(payload, name, relayed=kind == "relay")
+            elif isinstance(event, frames.Blob):
+                if hashlib.sha256(event.data).digest() == event.digest:
+                    for service in self.services:
+                        service.on_blob(event.digest, event.data)
 
     def receive_envelope(self, frame: bytes, via: str, relayed: bool = False) -> None:
         """Check an envelope, commit it to the inbox, then act on it; the node never raises on input."""
@@ -304,13 +326,12 @@ class Node:
             # session as evidence, whoever relayed it.
             signer = self.roster.by_key(e.envelope.sender)
             self._refuse(signer.name if signer else via, e)
-            self._relay(e.envelope)
             self._act_on(e.envelope, via)
             return
         except EnvelopeError as e:
             if e.reason == "replay" and not relayed and self.db.mark_direct(hashlib.sha256(bytes(frame)).digest()):
                 return      # first seen relayed, now from its sender: no fault, and its cursor may advance
-            # A relayed copy we already have, or one for a ceremony we no longer follow, is no fault.
+            # A relayed copy we already have, or one for a session we no longer follow, is no fault.
             if not (relayed and e.reason in ("replay", "own message", "unknown session")):
                 self._refuse(via, e)
             return
@@ -319,31 +340,19 @@ class Node:
         log.info("accepted %s seq %d from %s", envelope.type, envelope.seq, sender.name if sender else "?")
         self._act_on(envelope, via)
 
-    def _act_on(self, envelope, via: str) -> None:
+    def _act_on(self, envelope: Envelope, via: str) -> None:
         sender = self.roster.by_key(envelope.sender)
         try:
             if envelope.session == NODE_SESSION:
-                if envelope.type == "decrypt-request":
-                    self.decryptions.on_request(envelope, sender.name)
-                elif envelope.type in ("custody-step", "certificate-signature"):
-                    self.custody.on_node_message(envelope, sender.name)
-                elif envelope.type != "note":
-                    self.ceremonies.on_node_message(envelope, sender.name)
-            elif envelope.type in DECRYPTION_TYPES:
-                self.decryptions.on_session_message(envelope)
+                service = self._node_types.get(envelope.type)
+                if service is not None:
+                    service.on_node_message(envelope, sender.name)
             else:
-                self._relay(envelope)
-                self.ceremonies.on_session_message(envelope)
+                owner = self._owner(envelope)
+                if owner is not None:
+                    owner.on_session_message(envelope)
         except GuardianError as e:
             log.warning("message %s from %s not acted on: %s", envelope.type, via, e)
-
-    def _relay(self, envelope) -> None:
-        """Pass keys messages and share checks on to every peer, through the outbox (durable, in order),
-        so a guardian showing different keys or complaints to different peers is caught by all
-        (spec 3.2.2 step 1, the H_G echo; the check views signed into the results)."""
-        if envelope.type in ("keys", "share-check") and envelope.sender != self.identity.public_key:
-            if self.db.append_relay(envelope):
-                self.outbox_changed()
 
     def _refuse(self, peer: str, error: EnvelopeError) -> None:
         self.db.refuse(peer, error.reason, error.detail)
@@ -365,13 +374,14 @@ class Node:
         """Send the public record files a peer asked for, that this node has."""
         async for digests in connection.wants_out:
             for digest in digests:
-                data = self.decryptions.blob(digest)
+                data = next((d for d in (s.blob(digest) for s in self.services) if d is not None), None)
                 if data is not None:
                     await connection.send("blob", [digest, data])
 
-    async def want(self, peer: PeerState, digests: list[bytes]) -> None:
+    async def want(self, sequence: int, digests: list[bytes]) -> None:
         """Ask a peer for record files by SHA-256 (it answers with those it has)."""
-        connection = peer.connection
+        peer = next((p for p in self.peers.values() if p.entry.sequence == sequence), None)
+        connection = peer.connection if peer is not None else None
         if connection is None:
             return
         try:
@@ -396,124 +406,70 @@ class Node:
         """Sign, commit to the outbox, then wake the writers. Returns the sequence number."""
         if to is not None and to not in self.peers:
             raise InputError("the recipient is not a peer in the roster")
-        seq = self.db.next_seq()
-        envelope = seal_envelope(self.identity.signing_key, type_, session, seq, body)
-        if len(envelope.encode()) > self.config.max_frame_bytes:
-            raise InputError(f"message of {len(envelope.encode())} bytes exceeds max_frame_bytes")
+        envelope = self._seal([(type_, body)], session)[0]
         self.db.append_outbox(envelope, to)
-        self.outbox_changed()
-        return seq
+        self._wake_writers()
+        return envelope.seq
 
-    def outbox_changed(self) -> None:
+    def commit_and_send(self, session: bytes, sends: Sequence[Outgoing], sealed_state: bytes) -> list[Envelope]:
+        """Sign the messages, commit them with the sealed state they depend on (one transaction), send."""
+        envelopes = self._seal([(s.type, s.body) for s in sends], session)
+        self.db.append_outbox_with_state(envelopes, session, sealed_state)
+        self._wake_writers()
+        return envelopes
+
+    def relay(self, envelope: Envelope) -> None:
+        if envelope.sender != self.identity.public_key and self.db.append_relay(envelope):
+            self._wake_writers()
+
+    def _seal(self, messages: list[tuple[str, Any]], session: bytes) -> list[Envelope]:
+        seq = self.db.next_seq()
+        envelopes = [seal_envelope(self.identity.signing_key, t, session, seq + i, b)
+                     for i, (t, b) in enumerate(messages)]
+        for envelope in envelopes:
+            size = len(envelope.encode())
+            if size > self.config.max_frame_bytes:
+                raise InputError(f"a {envelope.type} message of {size} bytes exceeds max_frame_bytes "
+                                 f"({self.config.max_frame_bytes}); raise it on every node")
+        return envelopes
+
+    def _wake_writers(self) -> None:
         """Wake every link's writer: something new is committed to the outbox."""
         changed, self._outbox_changed = self._outbox_changed, trio.Event()
         changed.set()
 
+    def links(self) -> dict[int, LinkView]:
+        links = {self.me.sequence: LinkView(connected=True, last_seen=trio.current_time())}
+        for p in self.peers.values():
+            links[p.entry.sequence] = LinkView(connected=p.connection is not None, last_seen=p.last_seen)
+        return links
+
     # --- the control channel ----------------------------------------------------------------------
-
-    async def _serve_control(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
-        path = self.config.control_socket
-        if len(str(path).encode()) > 100:
-            raise InputError(f"control socket path too long for a Unix socket: {path}")
-        if path.exists():
-            path.unlink()
-        sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        old_umask = os.umask(0o177)    # the socket file is created owner-only
-        try:
-            await sock.bind(str(path))
-        finally:
-            os.umask(old_umask)
-        os.chmod(path, 0o600)
-        sock.listen(16)
-        task_status.started()
-        try:
-            async with trio.open_nursery() as nursery:
-                while True:
-                    conn, _ = await sock.accept()
-                    nursery.start_soon(self._guarded_control_session, trio.SocketStream(conn))
-        finally:
-            sock.close()
-            with _suppress():
-                path.unlink()
-
-    async def _guarded_control_session(self, stream: trio.SocketStream) -> None:
-        """A control client can only ever cost its own session, never the node."""
-        try:
-            await self._control_session(stream)
-        except Exception:
-            log.exception("internal error on a control session")
-
-    async def _control_session(self, stream: trio.SocketStream) -> None:
-        async with stream:
-            uid = _peer_uid(stream.socket)
-            if uid is not None and uid != os.getuid():
-                log.warning("control connection from uid %d refused", uid)
-                return
-            line = await read_line(stream, CONTROL_MAX_REQUEST)
-            if line is None:
-                return
-            try:
-                request = json.loads(line)
-                response = {"ok": True, "result": self.control(request)}
-            except (GuardianError, ValueError, KeyError, TypeError) as e:
-                response = {"ok": False, "error": str(e)}
-            try:
-                await stream.send_all(json.dumps(response).encode() + b"\n")
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                log.info("a control client left before its answer")
 
     def control(self, request: dict):
         command = request.get("cmd")
-        if command == "status":
-            return self.status()
-        if command == "send":
-            to = request.get("to", "all")
-            target = None
-            if to != "all":
-                entry = self.roster.by_name(to)
-                if entry is None:
-                    raise InputError(f"no guardian named {to!r} in the roster")
-                target = entry.public_key
-            return {"seq": self.send(str(request["type"]), request.get("body"), target)}
-        if command == "ceremony-propose":
-            return {"session": self.ceremonies.propose(request["election"])}
-        if command == "ceremony-show":
-            return self.ceremonies.show(request.get("session"))
-        if command in ("ceremony-accept", "ceremony-reject"):
-            self.ceremonies.vote(request.get("session"), command == "ceremony-accept", request.get("why", ""))
-            return {"ok": True}
-        if command == "ceremony-status":
-            return self.ceremonies.status()
-        if command == "decrypt-request":
-            ballots = request.get("ballots") or None
-            if ballots is not None and (not isinstance(ballots, list) or not all(isinstance(b, str) for b in ballots)):
-                raise InputError("ballots must be a list of ballot ids")
-            timeout = request.get("timeout")
-            if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
-                                        or not 1 <= timeout <= 86400):
-                raise InputError("timeout must be between 1 and 86400 seconds")
-            return {"session": self.decryptions.request(str(request["record"]), bool(request.get("compensated")),
-                                                        ballots, timeout)}
-        if command == "decrypt-status":
-            return self.decryptions.status()
-        if command == "backup-export":
-            return self.custody.export(request.get("ceremony"), str(request["out"]), str(request["passphrase"]))
-        if command == "backup-confirm":
-            return self.custody.confirm(request.get("ceremony"), request.get("copies"))
-        if command == "backup-verify":
-            return self.custody.verify(request.get("ceremony"), str(request["file"]), str(request["passphrase"]))
-        if command == "custody-status":
-            return self.custody.status(request.get("ceremony"))
-        if command == "certificate":
-            return self.custody.show_certificate(request.get("ceremony"))
-        if command == "inbox":
-            result = []
-            for e in self.db.inbox():
-                sender = self.roster.by_key(e.sender)
-                result.append({"from": sender.name if sender else fingerprint(e.sender), "seq": e.seq,
-                               "type": e.type, "session": e.session.hex(), "body": _jsonable(e.body)})
-            return result
-        raise InputError(f"unknown control command {command!r}")
+        handler = self._commands.get(command) if isinstance(command, str) else None
+        if handler is None:
+            raise InputError(f"unknown control command {command!r}")
+        return handler(request)
+
+    def _control_send(self, request: dict) -> dict:
+        to = request.get("to", "all")
+        target = None
+        if to != "all":
+            entry = self.roster.by_name(to)
+            if entry is None:
+                raise InputError(f"no guardian named {to!r} in the roster")
+            target = entry.public_key
+        return {"seq": self.send(str(request["type"]), request.get("body"), target)}
+
+    def _control_inbox(self, request: dict) -> list[dict]:
+        result = []
+        for e in self.db.inbox():
+            sender = self.roster.by_key(e.sender)
+            result.append({"from": sender.name if sender else fingerprint(e.sender), "seq": e.seq,
+                           "type": e.type, "session": e.session.hex(), "body": _jsonable(e.body)})
+        return result
 
     def status(self) -> dict:
         now = trio.current_time()
@@ -532,18 +488,62 @@ class Node:
             "fingerprint": self.identity.fingerprint, "listen": f"{self.config.listen_host}:{self.port}",
             "uptime_seconds": round(time.time() - self.started, 1), "peers": peers,
             "other_refusals": refusals,
-            "sessions": [{"id": s.hex(), "kind": "node" if s == NODE_SESSION else
-                          "decryption" if s in self.decryptions.sessions else "ceremony",
-                          "phase": self.ceremonies.running[s].transcript.phase if s in self.ceremonies.running
-                          else None} for s in sorted(self.filter.sessions)],
+            "sessions": [self._session_status(s) for s in sorted(self.filter.sessions)],
             **self.db.counts(),
         }
+
+    def _session_status(self, session: bytes) -> dict:
+        kind, phase = "node", None
+        if session != NODE_SESSION:
+            owner = self._session_owner.get(session)
+            kind, phase = (owner.session_kind(session) if owner is not None else None) or ("unknown", None)
+        return {"id": session.hex(), "kind": kind, "phase": phase}
 
     def _describe(self, key: bytes | None, remote: str) -> str:
         if key is not None:
             peer = self.peers.get(key)
             return peer.entry.name if peer else f"{remote} key {fingerprint(key)}"
         return remote
+
+
+class NodePort(Port):
+    """The port of one service on this node (node/services/port.py says what each call promises)."""
+
+    def __init__(self, node: Node, name: str) -> None:
+        self._node, self.name = node, name
+        self.config, self.roster, self.me = node.config, node.roster, node.me
+        self.identity, self.db = node.identity, node.db
+        self.service: Service | None = None
+
+    def bind(self, service: Service) -> None:
+        self.service = service
+        self._node.register(service)
+
+    def send(self, type_: str, body: Any, to: bytes | None = None, session: bytes = NODE_SESSION) -> int:
+        return self._node.send(type_, body, to, session)
+
+    def commit_and_send(self, session: bytes, sends: Sequence[Outgoing], sealed_state: bytes) -> list[Envelope]:
+        return self._node.commit_and_send(session, sends, sealed_state)
+
+    def relay(self, envelope: Envelope) -> None:
+        self._node.relay(envelope)
+
+    def accept_session(self, session: bytes, types: frozenset[str]) -> None:
+        assert self.service is not None, "bind the service to its port first"
+        self._node._accept_session(self.service, session, types)
+
+    def links(self) -> dict[int, LinkView]:
+        return self._node.links()
+
+    async def want(self, sequence: int, digests: list[bytes]) -> None:
+        await self._node.want(sequence, digests)
+
+    def start_task(self, fn: Callable[..., Any], *args: Any) -> None:
+        assert self._node._nursery is not None, "tasks start once the node runs"
+        self._node._nursery.start_soon(fn, *args)
+
+    def now(self) -> float:
+        return trio.current_time()
 
 
 LINK_CLOSED = (trio_websocket.ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError)
@@ -578,29 +578,6 @@ def _signer(envelope: bytes) -> bytes | None:
         return None
 
 
-def _link_frame(frame: bytes) -> tuple[str, object]:
-    try:
-        value = msgpack.unpackb(frame, raw=False, strict_map_key=True, ext_hook=_no_ext)
-    except Exception:
-        raise EnvelopeError("malformed", "link frame is not msgpack") from None
-    if not isinstance(value, list) or len(value) != 2 or value[0] not in ("env", "relay", "sync", "hb", "want", "blob"):
-        raise EnvelopeError("malformed", "unknown link frame")
-    if value[0] in ("env", "relay") and not isinstance(value[1], bytes):
-        raise EnvelopeError("malformed", "envelope frame without bytes")
-    if value[0] == "want" and not (isinstance(value[1], list) and len(value[1]) <= 256 and
-                                   all(isinstance(d, bytes) and len(d) == 32 for d in value[1])):
-        raise EnvelopeError("malformed", "want frame must list at most 256 SHA-256 digests")
-    if value[0] == "blob" and not (isinstance(value[1], list) and len(value[1]) == 2 and
-                                   isinstance(value[1][0], bytes) and len(value[1][0]) == 32 and
-                                   isinstance(value[1][1], bytes)):
-        raise EnvelopeError("malformed", "blob frame must be [digest, bytes]")
-    return value[0], value[1]
-
-
-def _no_ext(code, data):
-    raise ValueError("extension type")
-
-
 def _jsonable(value):
     if isinstance(value, bytes):
         return {"hex": value.hex()}
@@ -609,13 +586,6 @@ def _jsonable(value):
     if isinstance(value, dict):
         return {k: _jsonable(v) for k, v in value.items()}
     return value
-
-
-def _peer_uid(sock) -> int | None:
-    if not hasattr(socket, "SO_PEERCRED"):
-        return None
-    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    return struct.unpack("3i", creds)[1]
 
 
 async def _try_send(ws, frame: bytes) -> None:
@@ -633,41 +603,3 @@ async def _close(ws) -> None:
             await ws.aclose()
         except Exception:
             pass
-
-
-class _suppress:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return exc[0] is not None and issubclass(exc[0], OSError)
-
-
-async def read_line(stream: trio.SocketStream, limit: int) -> bytes | None:
-    """One newline-terminated line of the control protocol, or None if the stream ends or it grows past limit."""
-    buffer = b""
-    while b"\n" not in buffer:
-        chunk = await stream.receive_some(65536)
-        if not chunk or len(buffer) + len(chunk) > limit:
-            return None
-        buffer += chunk
-    return buffer.split(b"\n", 1)[0]
-
-
-async def control_request(socket_path: Path, request: dict, timeout: float = 10.0) -> dict:
-    """Client side of the control channel, for `guardian status` and the tests."""
-    try:
-        with trio.fail_after(timeout):
-            stream = await trio.open_unix_socket(str(socket_path))
-            async with stream:
-                await stream.send_all(json.dumps(request).encode() + b"\n")
-                line = await read_line(stream, 64 * CONTROL_MAX_REQUEST)
-    except (OSError, trio.TooSlowError) as e:
-        raise InputError(f"no node answers on {socket_path}: is `guardian run` running? "
-                         f"({getattr(e, 'strerror', None) or type(e).__name__})") from None
-    if line is None:
-        raise InputError(f"the node on {socket_path} closed the control connection without an answer")
-    response = json.loads(line)
-    if not response.get("ok"):
-        raise InputError(response.get("error", "the node refused the request"))
-    return response["result"]

@@ -1,4 +1,4 @@
-"""The node's key ceremonies: the edge between the daemon and the sans-I/O ceremony machine.
+"""The node's key ceremonies: the service between the port and the sans-I/O ceremony machine.
 
 It keeps, for each ceremony this node takes part in, the election config, the votes
 of the guardians on it, and once all n accepted, a Transcript and this node's
@@ -15,11 +15,8 @@ import json
 import logging
 import secrets
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Callable
 
-import nacl.hash
-import nacl.encoding
-import nacl.secret
 import trio
 
 from node.crypto.errors import GuardianError, InputError
@@ -28,38 +25,69 @@ from node.crypto.manifest import parse_manifest
 from node.crypto.election import ElectionContext
 from node.protocol.ceremony import MESSAGE_TYPES, CeremonyFault, Guardian, Transcript
 from node.protocol.election_config import ConfigGuardian, ElectionConfig, default_phase_timeout, parse_election_config
-from node.protocol.envelope import Envelope, decode_envelope, seal_envelope
-
-if TYPE_CHECKING:
-    from node.daemon.node import Node
+from node.protocol.envelope import Envelope, decode_envelope
+from node.record import layout
+from node.record.local import write_election
+from node.services.custody import Custody
+from node.services.port import Port, Service
+from node.storage.state_box import StateBox
 
 log = logging.getLogger("guardian.ceremony")
 NODE_TYPES = frozenset({"ceremony-propose", "ceremony-accept", "ceremony-reject"})
+# Keys messages and share checks are passed on to every peer, so a guardian showing different keys or
+# complaints to different peers is caught by all (spec 3.2.2 step 1, the H_G echo; the check views
+# signed into the results).
+RELAYED = frozenset({"keys", "share-check"})
+
+# How this node's Guardian is made: (port, transcript, own sequence, sealed state or None) -> Guardian.
+# A misbehaving guardian for rehearsals plugs in here (node/testing/adversary.py).
+GuardianFactory = Callable[[Port, Transcript, int, "dict | None"], Guardian]
+
+
+def honest_guardian(port: Port, transcript: Transcript, me: int, state: dict | None) -> Guardian:
+    return Guardian(transcript, me, state)
 
 
 class Running:
     """One ceremony under way on this node."""
 
-    def __init__(self, config: ElectionConfig, me: int, state: dict | None) -> None:
-        self.config = config
-        self.transcript = Transcript(config)
-        self.guardian = Guardian(self.transcript, me, state)
-        self.phase_started = trio.current_time()
+    def __init__(self, guardian: Guardian, started: float) -> None:
+        self.transcript = guardian.t
+        self.config = self.transcript.config
+        self.guardian = guardian
+        self.phase_started = started
         self.phase = self.transcript.phase
         self.changed = trio.Event()
 
 
-class Ceremonies:
-    def __init__(self, node: "Node") -> None:
-        self.node = node
+class Ceremonies(Service):
+    name = "ceremonies"
+    node_types = NODE_TYPES
+
+    def __init__(self, port: Port, box: StateBox, custody: Custody,
+                 guardian: GuardianFactory = honest_guardian) -> None:
+        self.port, self.box, self.custody, self._make_guardian = port, box, custody, guardian
         self.running: dict[bytes, Running] = {}
-        self._box = storage_box(bytes(node.identity.signing_key))
+
+    def commands(self) -> dict:
+        return {"ceremony-propose": lambda r: {"session": self.propose(r["election"])},
+                "ceremony-show": lambda r: self.show(r.get("session")),
+                "ceremony-accept": lambda r: self._vote_command(r, True),
+                "ceremony-reject": lambda r: self._vote_command(r, False),
+                "ceremony-status": lambda r: self.status()}
+
+    def _vote_command(self, request: dict, accept: bool) -> dict:
+        self.vote(request.get("session"), accept, request.get("why", ""))
+        return {"ok": True}
+
+    def session_kind(self, session: bytes) -> tuple[str, str | None] | None:
+        run = self.running.get(session)
+        return "ceremony", run.transcript.phase if run is not None else None
 
     # --- start and restart ----------------------------------------------------------------------
 
-    def restore(self, nursery: trio.Nursery) -> None:
-        self._nursery = nursery
-        for c in self.node.db.ceremonies():
+    def start(self) -> None:
+        for c in self.port.db.ceremonies():
             if c["status"] == "proposed":
                 self._listen(c["session"])
             elif c["status"] == "running":
@@ -68,25 +96,24 @@ class Ceremonies:
     def _listen(self, session: bytes) -> None:
         """Take messages of a proposed ceremony into the inbox at once: a faster peer may start it
         (all n accepts reached it) before the last accept reaches us; they are replayed at our start."""
-        self.node.filter.sessions.add(session)
-        self.node.filter.accepted_types[session] = MESSAGE_TYPES
+        self.port.accept_session(session, MESSAGE_TYPES)
 
     def _start(self, config: ElectionConfig) -> None:
         """Start (or, after a restart, resume) a ceremony: replay every stored message of it, ours
         included, then let the guardian act on what is left to do."""
         session = config.session
-        me = config.guardian_by_key(self.node.identity.public_key).sequence
-        sealed = self.node.db.sealed_state(session)
-        state = json.loads(self._box.decrypt(sealed)) if sealed else None
-        run = Running(config, me, state)
+        me = config.guardian_by_key(self.port.identity.public_key).sequence
+        sealed = self.port.db.sealed_state(session)
+        state = self.box.open(sealed) if sealed else None
+        run = Running(self._make_guardian(self.port, Transcript(config), me, state), self.port.now())
         self.running[session] = run
         self._listen(session)
-        for raw, own in self.node.db.session_log(session):
+        for raw, own in self.port.db.session_log(session):
             envelope = decode_envelope(raw, 64 * 2**20)
             if own:
                 run.guardian.note_sent(envelope.type, envelope.body)
             self._feed(run, envelope)
-        self._nursery.start_soon(self._deadlines, session)
+        self.port.start_task(self._deadlines, session)
         self.step(session)
         log.info("ceremony %s %s: phase %s", session.hex()[:16], "resumed" if sealed else "started",
                  run.transcript.phase)
@@ -95,7 +122,7 @@ class Ceremonies:
 
     def propose(self, election: dict) -> str:
         """Build the election config from an election file's contents and this node's roster; broadcast it."""
-        roster = self.node.roster
+        roster = self.port.roster
         manifest = parse_manifest(election["manifest"])
         k = election.get("quorum")
         if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= len(roster):
@@ -111,9 +138,9 @@ class Ceremonies:
         self._check_replaces(config)
         data = config.canonical_bytes()
         parse_election_config(data)   # the same checks a peer will make
-        self.node.db.add_ceremony(config.session, data, self.node.me.name, "proposed", {})
+        self.port.db.add_ceremony(config.session, data, self.port.me.name, "proposed", {})
         self._listen(config.session)
-        self.node.send("ceremony-propose", {"config": data})
+        self.port.send("ceremony-propose", {"config": data})
         return config.session.hex()
 
     def vote(self, session_hex: str, accept: bool, why: str = "") -> None:
@@ -123,9 +150,9 @@ class Ceremonies:
             raise InputError(f"ceremony {session_hex[:16]} is {record['status']}, not open for votes")
         if not accept and not why.strip():
             raise InputError("a rejection needs a reason (--why)")
-        self.node.send("ceremony-accept" if accept else "ceremony-reject",
+        self.port.send("ceremony-accept" if accept else "ceremony-reject",
                        {"session": session, **({} if accept else {"why": why[:500]})})
-        self._record_vote(session, self.node.me.name, "accept" if accept else "reject", why)
+        self._record_vote(session, self.port.me.name, "accept" if accept else "reject", why)
 
     def on_node_message(self, envelope: Envelope, sender: str) -> None:
         body = envelope.body if isinstance(envelope.body, dict) else {}
@@ -142,7 +169,7 @@ class Ceremonies:
                 config, status, outcome = None, "invalid", {"reason": str(e)[:300]}
                 log.warning("invalid ceremony proposal from %s: %s", sender, e)
             if isinstance(data, bytes):
-                self.node.db.add_ceremony(hashlib.sha256(data).digest(), data, sender, status, outcome)
+                self.port.db.add_ceremony(hashlib.sha256(data).digest(), data, sender, status, outcome)
                 if config is not None:
                     self._listen(config.session)
                     self._maybe_start(config.session)
@@ -157,20 +184,20 @@ class Ceremonies:
             self._record_vote(session, sender, "reject", why)
 
     def _record_vote(self, session: bytes, guardian: str, vote: str, why: str) -> None:
-        self.node.db.vote(session, guardian, vote, why)
+        self.port.db.vote(session, guardian, vote, why)
         record = self._ceremony(session)
         if vote == "reject" and record is not None and record["status"] == "proposed":
-            self.node.db.set_ceremony_status(session, "rejected", {"by": guardian, "why": why})
+            self.port.db.set_ceremony_status(session, "rejected", {"by": guardian, "why": why})
         self._maybe_start(session)
 
     def _maybe_start(self, session: bytes) -> None:
         record = self._ceremony(session)
         if record is None or record["status"] != "proposed" or session in self.running:
             return
-        votes = self.node.db.votes(session)
-        names = {e.name for e in self.node.roster.entries}
+        votes = self.port.db.votes(session)
+        names = {e.name for e in self.port.roster.entries}
         if {g for g, (v, _) in votes.items() if v == "accept"} >= names:
-            self.node.db.set_ceremony_status(session, "running")
+            self.port.db.set_ceremony_status(session, "running")
             self._start(parse_election_config(record["config"]))
 
     def _check_replaces(self, config: ElectionConfig) -> None:
@@ -186,14 +213,14 @@ class Ceremonies:
         if (previous.election, previous.manifest.canonical_bytes()) != (config.election,
                                                                         config.manifest.canonical_bytes()):
             raise InputError("a replacing ceremony must be for the same election (name and manifest)")
-        used = [d for d in self.node.db.decryptions() if d["status"] != "invalid"
+        used = [d for d in self.port.db.decryptions() if d["status"] != "invalid"
                 and parse_request_ceremony(d["request"]) == config.replaces]
         if used:
             raise InputError(f"the keys of ceremony {config.replaces.hex()[:16]} were already asked to decrypt: "
                              f"voting is over, they can no longer be replaced")
 
     def _check_roster(self, config: ElectionConfig) -> None:
-        mine = [(e.sequence, e.public_key) for e in self.node.roster.entries]
+        mine = [(e.sequence, e.public_key) for e in self.port.roster.entries]
         theirs = [(g.sequence, g.public_key) for g in config.guardians]
         if mine != theirs:
             raise InputError("the proposal's guardians differ from this node's roster")
@@ -201,6 +228,8 @@ class Ceremonies:
     # --- the ceremony itself ----------------------------------------------------------------------
 
     def on_session_message(self, envelope: Envelope) -> None:
+        if envelope.type in RELAYED:
+            self.port.relay(envelope)
         run = self.running.get(envelope.session)
         if run is None:
             return
@@ -223,13 +252,7 @@ class Ceremonies:
             sends = run.guardian.act()
             if not sends:
                 break
-            envelopes = []
-            seq = self.node.db.next_seq()
-            for i, s in enumerate(sends):
-                envelopes.append(seal_envelope(self.node.identity.signing_key, s.type, session, seq + i, s.body))
-            sealed = self._box.encrypt(json.dumps(run.guardian.state).encode())
-            self.node.db.append_outbox_with_state(envelopes, session, bytes(sealed))
-            self.node.outbox_changed()
+            envelopes = self.port.commit_and_send(session, sends, self.box.seal(run.guardian.state))
             for envelope in envelopes:
                 self._feed(run, envelope)         # our own messages pass the same checks
         self._after_step(session, run)
@@ -237,7 +260,7 @@ class Ceremonies:
     def _after_step(self, session: bytes, run: Running) -> None:
         t = run.transcript
         if t.phase != run.phase:
-            run.phase, run.phase_started = t.phase, trio.current_time()
+            run.phase, run.phase_started = t.phase, self.port.now()
             event, run.changed = run.changed, trio.Event()
             event.set()
         if t.outcome is None:
@@ -251,10 +274,10 @@ class Ceremonies:
                            "h_e": t.expected_result()["h_e"].hex(), "export": str(self._export(session, run))}
                 if run.config.replaces:
                     outcome["replaces"] = run.config.replaces.hex()
-            self.node.db.set_ceremony_status(session, status, outcome)
+            self.port.db.set_ceremony_status(session, status, outcome)
             log.info("ceremony %s %s %s", session.hex()[:16], status, outcome)
             if status == "complete" and run.config.replaces:
-                self.node.custody.superseded(run.config.replaces, session)
+                self.custody.superseded(run.config.replaces, session)
 
     async def _deadlines(self, session: bytes) -> None:
         run = self.running[session]
@@ -264,7 +287,7 @@ class Ceremonies:
             with trio.move_on_at(deadline):
                 await changed.wait()
                 continue
-            if run.transcript.outcome is None and trio.current_time() >= deadline:
+            if run.transcript.outcome is None and self.port.now() >= deadline:
                 try:
                     run.transcript.timeout()
                 except CeremonyFault as e:
@@ -273,17 +296,13 @@ class Ceremonies:
 
     def _export(self, session: bytes, run: Running) -> Path:
         """The ElectionGuard 2.1 public election files, the config and every guardian's signed result."""
-        from node.record.local import write_election
-
         t = run.transcript
-        directory = self.node.config.data_dir / "ceremonies" / session.hex()
+        directory = self.port.config.data_dir / "ceremonies" / session.hex()
         ctx = ElectionContext(t.parameters, *t.joint_keys)
         result = CeremonyResult(ctx, tuple(t.keys[i] for i in t.everyone), {}, t.record_hash)
-        from node.record import layout
-
         write_election(directory, result, run.config.election, method="key ceremony across guardian nodes")
         record = layout.Record(directory)
-        signed = [raw.hex() for raw, _ in self.node.db.session_log(session)
+        signed = [raw.hex() for raw, _ in self.port.db.session_log(session)
                   if decode_envelope(raw, 64 * 2**20).type == "result"]
         digests = {"election_config.json": record.write("election_config.json", run.config.canonical_bytes()),
                    "ceremony_results.json": record.write("ceremony_results.json",
@@ -294,9 +313,9 @@ class Ceremonies:
     # --- status ----------------------------------------------------------------------------------
 
     def status(self) -> list[dict]:
-        now = trio.current_time()
+        now = self.port.now()
         result = []
-        for c in self.node.db.ceremonies():
+        for c in self.port.db.ceremonies():
             session = c["session"]
             entry = {"session": session.hex(), "status": c["status"], "proposer": c["proposer"],
                      "outcome": c["outcome"]}
@@ -306,11 +325,11 @@ class Ceremonies:
                               "phase_timeout_seconds": config.phase_timeout})
             except GuardianError:
                 pass
-            votes = self.node.db.votes(session)
+            votes = self.port.db.votes(session)
             entry["votes"] = {g: {"vote": v, "why": w} for g, (v, w) in votes.items()}
             if c["status"] in ("complete", "superseded"):
                 try:
-                    custody = self.node.custody.status(session.hex())
+                    custody = self.custody.status(session.hex())
                     entry["custody"] = custody["table"]
                     entry["custody_complete"] = custody["complete"]
                     entry["certificate"] = custody["certificate"]
@@ -333,17 +352,17 @@ class Ceremonies:
         return [name for name, have in steps if i in have]
 
     def show(self, session_hex: str | None) -> dict:
-        records = self.node.db.ceremonies()
+        records = self.port.db.ceremonies()
         if session_hex:
             records = [c for c in records if c["session"].hex().startswith(session_hex.lower())]
         if not records:
             raise InputError("no such ceremony proposal")
         c = records[-1]
         return {"session": c["session"].hex(), "status": c["status"], "proposer": c["proposer"],
-                "config": json.loads(c["config"]), "votes": self.node.db.votes(c["session"])}
+                "config": json.loads(c["config"]), "votes": self.port.db.votes(c["session"])}
 
     def _session(self, session_hex: str | None, status: str = "proposed") -> bytes:
-        records = [c for c in self.node.db.ceremonies()
+        records = [c for c in self.port.db.ceremonies()
                    if not session_hex or c["session"].hex().startswith(session_hex.lower())]
         if not session_hex or status != "proposed":
             records = [c for c in records if c["status"] == status]
@@ -353,14 +372,7 @@ class Ceremonies:
         return records[0]["session"]
 
     def _ceremony(self, session: bytes) -> dict | None:
-        return next((c for c in self.node.db.ceremonies() if c["session"] == session), None)
-
-
-def storage_box(identity_seed: bytes) -> nacl.secret.SecretBox:
-    """Seals the guardian's secrets in the node database. The key never leaves memory: it is derived
-    from the identity, itself sealed under the passphrase (so a restored identity opens them again)."""
-    key = nacl.hash.blake2b(identity_seed, digest_size=32, person=b"gn-storage-key", encoder=nacl.encoding.RawEncoder)
-    return nacl.secret.SecretBox(key)
+        return next((c for c in self.port.db.ceremonies() if c["session"] == session), None)
 
 
 def parse_request_ceremony(data: bytes) -> bytes | None:

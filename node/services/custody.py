@@ -24,7 +24,6 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import nacl.exceptions
 import nacl.signing
@@ -40,9 +39,8 @@ from node.protocol.ceremony import Guardian, Transcript
 from node.protocol.election_config import ElectionConfig, parse_election_config
 from node.protocol.envelope import Envelope
 from node.record import codec, layout
-
-if TYPE_CHECKING:
-    from node.daemon.node import Node
+from node.services.port import Port, Service
+from node.storage.state_box import StateBox
 
 log = logging.getLogger("guardian.custody")
 STEPS = ("downloaded", "backed-up", "verified")
@@ -67,15 +65,25 @@ def body_digest(body: dict) -> bytes:
     return hashlib.sha256(codec.canonical_bytes(body)).digest()
 
 
-class Custody:
-    def __init__(self, node: "Node") -> None:
-        self.node = node
+class Custody(Service):
+    name = "custody"
+    node_types = NODE_TYPES
+
+    def __init__(self, port: Port, box: StateBox) -> None:
+        self.port, self.box = port, box
+
+    def commands(self) -> dict:
+        return {"backup-export": lambda r: self.export(r.get("ceremony"), str(r["out"]), str(r["passphrase"])),
+                "backup-confirm": lambda r: self.confirm(r.get("ceremony"), r.get("copies")),
+                "backup-verify": lambda r: self.verify(r.get("ceremony"), str(r["file"]), str(r["passphrase"])),
+                "custody-status": lambda r: self.status(r.get("ceremony")),
+                "certificate": lambda r: self.show_certificate(r.get("ceremony"))}
 
     # --- helpers -------------------------------------------------------------------------------
 
     def _ceremony(self, session_hex: str | None) -> dict:
         """The completed ceremony named by a hash prefix; the latest completed one when none is given."""
-        done = [c for c in self.node.db.ceremonies() if c["status"] in ("complete", "superseded")]
+        done = [c for c in self.port.db.ceremonies() if c["status"] in ("complete", "superseded")]
         if session_hex:
             done = [c for c in done if c["session"].hex().startswith(session_hex.lower())]
         else:
@@ -92,13 +100,13 @@ class Custody:
         return Path(record["outcome"]["export"])
 
     def _me(self, config: ElectionConfig) -> int:
-        return config.guardian_by_key(self.node.identity.public_key).sequence
+        return config.guardian_by_key(self.port.identity.public_key).sequence
 
     def _state(self, session: bytes) -> dict:
-        sealed = self.node.db.sealed_state(session)
+        sealed = self.port.db.sealed_state(session)
         if sealed is None:
             raise CustodyError("this node holds no key shares for the ceremony")
-        return json.loads(self.node.ceremonies._box.decrypt(sealed))
+        return self.box.open(sealed)
 
     def _commitments_digest(self, record: dict, sequence: int) -> bytes:
         """SHA-256 of the guardian's public key file (commitments, proofs) in the ceremony export."""
@@ -106,8 +114,8 @@ class Custody:
 
     def _send_step(self, session: bytes, step: str, detail: dict) -> None:
         at_ms = int(time.time() * 1000)          # msgpack bodies carry no floats
-        self.node.send("custody-step", {"ceremony": session, "step": step, "at_ms": at_ms, "detail": detail})
-        self.node.db.add_custody_step(session, self.node.me.name, step, at_ms / 1000, detail, None)
+        self.port.send("custody-step", {"ceremony": session, "step": step, "at_ms": at_ms, "detail": detail})
+        self.port.db.add_custody_step(session, self.port.me.name, step, at_ms / 1000, detail, None)
         self._maybe_sign(session)
 
     # --- the guardian's steps ----------------------------------------------------------------------
@@ -126,18 +134,18 @@ class Custody:
         files[layout.INDEX] = base64.b64encode((export / layout.INDEX).read_bytes()).decode()
         payload = codec.canonical_bytes({
             "format": PAYLOAD_FORMAT,
-            "identity_seed": bytes(self.node.identity.signing_key).hex(),
-            "node": {"name": self.node.me.name, "node_toml": self.node.config.path.read_text(),
-                     "roster_toml": self.node.config.roster_file.read_text()},
+            "identity_seed": bytes(self.port.identity.signing_key).hex(),
+            "node": {"name": self.port.me.name, "node_toml": self.port.config.path.read_text(),
+                     "roster_toml": self.port.config.roster_file.read_text()},
             "ceremony": {"session": session.hex(), "config": base64.b64encode(record["config"]).decode(),
                          "proposer": record["proposer"], "outcome": record["outcome"],
                          "state": self._state(session), "export": files},
         })
-        meta = BackupMeta.make(self.node.me.name, me, session, self.node.identity.public_key,
+        meta = BackupMeta.make(self.port.me.name, me, session, self.port.identity.public_key,
                                self._commitments_digest(record, me))
         path = Path(out)
         _, fingerprint = write_backup(path, payload, meta, passphrase)
-        self.node.db.clear_custody_steps(session, self.node.me.name, ("backed-up", "verified"))
+        self.port.db.clear_custody_steps(session, self.port.me.name, ("backed-up", "verified"))
         self._send_step(session, "downloaded", {"fingerprint": fingerprint})
         log.info("key backup of ceremony %s exported (fingerprint %s)", session.hex()[:16], fingerprint)
         return {"path": str(path.resolve()), "fingerprint": fingerprint, "ceremony": session.hex()}
@@ -148,7 +156,7 @@ class Custody:
                                f"(keep more than one)")
         record = self._ceremony(session_hex)
         session = record["session"]
-        steps = self.node.db.custody_steps(session).get(self.node.me.name, {})
+        steps = self.port.db.custody_steps(session).get(self.port.me.name, {})
         if "downloaded" not in steps:
             raise CustodyError("export the key backup first: guardian backup export --out FILE")
         self._send_step(session, "backed-up", {"copies": copies,
@@ -158,7 +166,7 @@ class Custody:
     def verify(self, session_hex: str | None, path: str, passphrase: str) -> dict:
         record = self._ceremony(session_hex)
         session = record["session"]
-        steps = self.node.db.custody_steps(session).get(self.node.me.name, {})
+        steps = self.port.db.custody_steps(session).get(self.port.me.name, {})
         if "downloaded" not in steps:
             raise CustodyError("no backup of this ceremony was exported yet: guardian backup export --out FILE")
         backup = read_backup(Path(path))
@@ -172,14 +180,14 @@ class Custody:
         if "backed-up" not in steps:
             raise CustodyError("confirm the copies first: guardian backup confirm --copies N")
         self._send_step(session, "verified", {"fingerprint": fingerprint})
-        return {"ceremony": session.hex(), "fingerprint": fingerprint, "guardian": self.node.me.name}
+        return {"ceremony": session.hex(), "fingerprint": fingerprint, "guardian": self.port.me.name}
 
     def check_backup(self, record: dict, meta: BackupMeta, payload: bytes) -> None:
         """The backup restores exactly this guardian of this ceremony: identity, key shares, commitments."""
         where = "the backup"
         doc = _payload(payload)
-        if meta.public_key != self.node.identity.public_key.hex() or \
-                doc["identity_seed"] != bytes(self.node.identity.signing_key).hex():
+        if meta.public_key != self.port.identity.public_key.hex() or \
+                doc["identity_seed"] != bytes(self.port.identity.signing_key).hex():
             raise CustodyError(f"{where} holds the key of guardian {meta.guardian!r} "
                                f"({key_fingerprint(bytes.fromhex(meta.public_key))}), not this node's")
         session = record["session"]
@@ -197,7 +205,7 @@ class Custody:
     def on_node_message(self, envelope: Envelope, sender: str) -> None:
         body = envelope.body if isinstance(envelope.body, dict) else {}
         session = body.get("ceremony")
-        record = next((c for c in self.node.db.ceremonies() if c["session"] == session), None)
+        record = next((c for c in self.port.db.ceremonies() if c["session"] == session), None)
         if record is None or record["status"] not in ("complete", "superseded"):
             log.warning("%s from %s for a ceremony this node has not completed: ignored", envelope.type, sender)
             return
@@ -216,14 +224,14 @@ class Custody:
                 or not isinstance(detail, dict) or len(json.dumps(detail)) > 1000:
             log.warning("malformed custody step from %s: ignored", sender)
             return
-        have = self.node.db.custody_steps(session).get(sender, {})
+        have = self.port.db.custody_steps(session).get(sender, {})
         needed = STEPS[STEPS.index(step) - 1] if step != "downloaded" else None
         if needed is not None and needed not in have:
             log.warning("custody step %s from %s before %s: ignored", step, sender, needed)
             return
         if step == "downloaded":
-            self.node.db.clear_custody_steps(session, sender, ("backed-up", "verified"))
-        self.node.db.add_custody_step(session, sender, step, at / 1000, detail, envelope.encode())
+            self.port.db.clear_custody_steps(session, sender, ("backed-up", "verified"))
+        self.port.db.add_custody_step(session, sender, step, at / 1000, detail, envelope.encode())
         self._maybe_sign(session)
 
     def _peer_signature(self, session: bytes, sender: str, body: dict, key: bytes) -> None:
@@ -237,24 +245,24 @@ class Custody:
         except nacl.exceptions.BadSignatureError:
             log.warning("certificate signature from %s does not verify: ignored", sender)
             return
-        self.node.db.add_certificate_signature(session, sender, digest, signature)
+        self.port.db.add_certificate_signature(session, sender, digest, signature)
         self._maybe_write(session)
 
     # --- the table and the certificate -----------------------------------------------------------------
 
     def table(self, session: bytes, config: ElectionConfig) -> dict[str, dict]:
-        steps = self.node.db.custody_steps(session)
+        steps = self.port.db.custody_steps(session)
         return {g.name: {"generated": True, **{s: s in steps.get(g.name, {}) for s in STEPS}}
                 for g in config.guardians}
 
     def complete(self, session: bytes, config: ElectionConfig) -> bool:
-        steps = self.node.db.custody_steps(session)
+        steps = self.port.db.custody_steps(session)
         return all("verified" in steps.get(g.name, {}) for g in config.guardians)
 
     def certificate_body(self, record: dict) -> dict:
         """The certificate's content, from facts every node shares: the config, the outcome, the signed steps."""
         session, config = record["session"], self._config(record)
-        steps = self.node.db.custody_steps(session)
+        steps = self.port.db.custody_steps(session)
         outcome = record["outcome"]
         guardians = []
         for g in config.guardians:
@@ -277,24 +285,24 @@ class Custody:
         return body
 
     def _maybe_sign(self, session: bytes) -> None:
-        record = next((c for c in self.node.db.ceremonies() if c["session"] == session), None)
+        record = next((c for c in self.port.db.ceremonies() if c["session"] == session), None)
         if record is None or record["status"] != "complete":
             return
         config = self._config(record)
         if not self.complete(session, config):
             return
         digest = body_digest(self.certificate_body(record))
-        mine = self.node.db.certificate_signatures(session).get(self.node.me.name)
+        mine = self.port.db.certificate_signatures(session).get(self.port.me.name)
         if mine is not None and mine[0] == digest:
             return                 # signed already; a new export and verification change the body: sign that
-        signature = self.node.identity.sign(certificate_message(digest))
-        self.node.send("certificate-signature", {"ceremony": session, "digest": digest, "signature": signature})
-        self.node.db.add_certificate_signature(session, self.node.me.name, digest, signature)
+        signature = self.port.identity.sign(certificate_message(digest))
+        self.port.send("certificate-signature", {"ceremony": session, "digest": digest, "signature": signature})
+        self.port.db.add_certificate_signature(session, self.port.me.name, digest, signature)
         log.info("custody of ceremony %s complete; certificate signed", session.hex()[:16])
         self._maybe_write(session)
 
     def _maybe_write(self, session: bytes) -> None:
-        record = next((c for c in self.node.db.ceremonies() if c["session"] == session), None)
+        record = next((c for c in self.port.db.ceremonies() if c["session"] == session), None)
         if record is None:
             return
         certificate = self.certificate(record, strict=False)
@@ -314,7 +322,7 @@ class Custody:
             raise CustodyError("custody is not complete; waiting for " + "; ".join(waiting))
         body = self.certificate_body(record)
         digest = body_digest(body)
-        signatures = self.node.db.certificate_signatures(session)
+        signatures = self.port.db.certificate_signatures(session)
         other = [name for name, (d, _) in signatures.items() if d != digest]
         missing = [g.name for g in config.guardians if g.name not in signatures]
         if other or missing:
@@ -337,7 +345,7 @@ class Custody:
         record = self._ceremony(session_hex)
         config = self._config(record)
         session = record["session"]
-        steps = self.node.db.custody_steps(session)
+        steps = self.port.db.custody_steps(session)
         return {"ceremony": session.hex(), "status": record["status"],
                 "table": self.table(session, config),
                 "steps": steps, "complete": self.complete(session, config),
@@ -345,11 +353,11 @@ class Custody:
 
     def superseded(self, old: bytes, new: bytes) -> None:
         """The keys of `old` are replaced by those of `new`: mark it in the log and in its certificate."""
-        record = next((c for c in self.node.db.ceremonies() if c["session"] == old), None)
+        record = next((c for c in self.port.db.ceremonies() if c["session"] == old), None)
         if record is None or record["status"] != "complete":
             return
-        self.node.db.set_ceremony_status(old, "superseded", {**record["outcome"], "superseded_by": new.hex()})
-        record = next(c for c in self.node.db.ceremonies() if c["session"] == old)
+        self.port.db.set_ceremony_status(old, "superseded", {**record["outcome"], "superseded_by": new.hex()})
+        record = next(c for c in self.port.db.ceremonies() if c["session"] == old)
         certificate = self.certificate(record, strict=False)
         if certificate is not None:
             write_certificate(self._export_dir(record), certificate)

@@ -1,4 +1,4 @@
-"""The node's decryption sessions: the edge between the daemon and the sans-I/O decryption machine.
+"""The node's decryption sessions: the service between the port and the sans-I/O decryption machine.
 
 A session goes through four stages on every node:
 
@@ -6,7 +6,7 @@ A session goes through four stages on every node:
             from the index the request names (link frames "want" / "blob"; the
             requester has every file, and any node with a copy serves it)
   checking  `guardian verify` runs on the copy in a child process, then the node's
-            policy (node/decryption_policy.py) derives the statements or refuses
+            policy (node/services/decryption_policy.py) derives the statements or refuses
   ready     the DecryptionTranscript and this node's DecryptionGuardian run the
             rounds; every step commits the guardian's sealed state together with
             the messages that depend on it before anything is sent
@@ -27,7 +27,7 @@ import re
 import secrets
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Callable, Mapping
 
 import trio
 
@@ -39,12 +39,11 @@ from node.protocol.decryption import (
     MalformedMessage, Send, parse_request,
 )
 from node.protocol.election_config import parse_election_config
-from node.protocol.envelope import Envelope, decode_envelope, seal_envelope
+from node.protocol.envelope import Envelope, decode_envelope
 from node.record import codec, layout
 from node.record.decrypted import JointResult, challenged_record, quorum, tally_record, write_decryptions
-
-if TYPE_CHECKING:
-    from node.daemon.node import Node
+from node.services.port import Port, Service
+from node.storage.state_box import StateBox
 
 log = logging.getLogger("guardian.decryption")
 FETCH_RETRY_SECONDS = 1.0
@@ -53,15 +52,25 @@ ACTIVE = ("fetching", "checking", "ready")
 SAFE_PATH = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*(/[A-Za-z0-9_][A-Za-z0-9._-]*)*")
 SUMMARY = "decryption_session.json"
 
+# How this node's DecryptionGuardian is made: (port, transcript, own sequence, key shares, sealed state
+# or None). A misbehaving guardian for rehearsals plugs in here (node/testing/adversary.py).
+GuardianFactory = Callable[[Port, DecryptionTranscript, int, Mapping, "dict | None"], DecryptionGuardian]
+
+
+def honest_guardian(port: Port, transcript: DecryptionTranscript, me: int, keys: Mapping,
+                    state: dict | None) -> DecryptionGuardian:
+    return DecryptionGuardian(transcript, me, keys, state)
+
 
 class Session:
     """One decryption session on this node."""
 
-    def __init__(self, session: bytes, request: DecryptionRequest, requester: str, record_dir: str | None) -> None:
+    def __init__(self, session: bytes, request: DecryptionRequest, requester: str, record_dir: str | None,
+                 started: float) -> None:
         self.session, self.request, self.requester, self.record_dir = session, request, requester, record_dir
         self.stage = "fetching"
         self.reason = ""
-        self.started = trio.current_time()
+        self.started = started
         self.needed: dict[bytes, list[str]] | None = None      # digest -> paths in the copy, once the index is in
         self.checked: Checked | None = None
         self.transcript: DecryptionTranscript | None = None
@@ -76,27 +85,47 @@ class Session:
         event.set()
 
 
-class Decryptions:
-    def __init__(self, node: "Node") -> None:
-        self.node = node
+class Decryptions(Service):
+    name = "decryptions"
+    node_types = frozenset({REQUEST_TYPE})
+    # A session's messages may reach us before the request that opens it (it comes over another
+    # link): they are kept, and replayed when the session starts.
+    open_types = MESSAGE_TYPES
+
+    def __init__(self, port: Port, box: StateBox, guardian: GuardianFactory = honest_guardian) -> None:
+        self.port, self.box, self._make_guardian = port, box, guardian
         self.sessions: dict[bytes, Session] = {}
         self.serving: dict[bytes, Path] = {}    # public record files this node can give its peers
 
-    @property
-    def _box(self):
-        return self.node.ceremonies._box
+    def commands(self) -> dict:
+        return {"decrypt-request": self._request_command, "decrypt-status": lambda r: self.status()}
+
+    def _request_command(self, request: dict) -> dict:
+        ballots = request.get("ballots") or None
+        if ballots is not None and (not isinstance(ballots, list) or not all(isinstance(b, str) for b in ballots)):
+            raise InputError("ballots must be a list of ballot ids")
+        timeout = request.get("timeout")
+        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+                                    or not 1 <= timeout <= 86400):
+            raise InputError("timeout must be between 1 and 86400 seconds")
+        return {"session": self.request(str(request["record"]), bool(request.get("compensated")), ballots, timeout)}
+
+    def session_kind(self, session: bytes) -> tuple[str, str | None] | None:
+        return "decryption", None
+
+    def on_node_message(self, envelope: Envelope, sender: str) -> None:
+        self.on_request(envelope, sender)
 
     def _copy(self, session: bytes) -> Path:
-        return self.node.config.data_dir / "decryptions" / session.hex() / "record"
+        return self.port.config.data_dir / "decryptions" / session.hex() / "record"
 
     # --- start and restart ------------------------------------------------------------------------
 
-    def restore(self, nursery: trio.Nursery) -> None:
-        self._nursery = nursery
-        for d in self.node.db.decryptions():
+    def start(self) -> None:
+        for d in self.port.db.decryptions():
             if d["status"] == "invalid":
                 continue
-            request = parse_request(d["request"], len(self.node.roster))
+            request = parse_request(d["request"], len(self.port.roster))
             self._listen(d["session"])
             copy = self._copy(d["session"])
             if (copy / layout.INDEX).exists():
@@ -105,13 +134,12 @@ class Decryptions:
                 self._begin(d["session"], request, d["requester"], d["record_dir"])
 
     def _listen(self, session: bytes) -> None:
-        self.node.filter.sessions.add(session)
-        self.node.filter.accepted_types[session] = MESSAGE_TYPES
+        self.port.accept_session(session, MESSAGE_TYPES)
 
     def _begin(self, session: bytes, request: DecryptionRequest, requester: str, record_dir: str | None) -> None:
-        run = Session(session, request, requester, record_dir)
+        run = Session(session, request, requester, record_dir, self.port.now())
         self.sessions[session] = run
-        self._nursery.start_soon(self._guarded, run)
+        self.port.start_task(self._guarded, run)
 
     async def _guarded(self, run: Session) -> None:
         try:
@@ -138,9 +166,9 @@ class Decryptions:
             size = record.path(rel).stat().st_size if record.exists(rel) else None
             if size is None or layout.sha256_file(record.path(rel)) != digest:
                 raise InputError(f"{root}: {rel} does not match the record's index; run `guardian verify {root}`")
-            if size > self.node.config.max_frame_bytes - 1024:
+            if size > self.port.config.max_frame_bytes - 1024:
                 raise InputError(f"{root}: {rel} is {size} bytes, more than a peer accepts in one frame "
-                                 f"(max_frame_bytes {self.node.config.max_frame_bytes})")
+                                 f"(max_frame_bytes {self.port.config.max_frame_bytes})")
         if ballots:
             wanted = [layout.check_ballot_id(b) for b in ballots]
             tally = None
@@ -158,23 +186,23 @@ class Decryptions:
             challenged.append((ballot_id, bytes.fromhex(index[rel])))
         if tally is None and not challenged:
             raise InputError(f"{root}: nothing to decrypt")
-        n = len(self.node.roster)
+        n = len(self.port.roster)
         request = DecryptionRequest(ceremony, h_e, hashlib.sha256(index_bytes).digest(), tally, tuple(challenged),
-                                    compensated, self.node.me.sequence,
-                                    float(timeout or self.node.config.decryption_timeout_seconds),
+                                    compensated, self.port.me.sequence,
+                                    float(timeout or self.port.config.decryption_timeout_seconds),
                                     secrets.token_hex(8))
         data = request.canonical_bytes()
         parse_request(data, n)           # the checks a peer will make
         session = request.session
         self._serve_record(root, index, index_bytes)
-        self.node.db.add_decryption(session, data, self.node.me.name, "fetching", {}, str(root))
+        self.port.db.add_decryption(session, data, self.port.me.name, "fetching", {}, str(root))
         self._listen(session)
-        self.node.send(REQUEST_TYPE, {"request": data})
-        self._begin(session, request, self.node.me.name, str(root))
+        self.port.send(REQUEST_TYPE, {"request": data})
+        self._begin(session, request, self.port.me.name, str(root))
         return session.hex()
 
     def _ceremony_for(self, h_e: bytes) -> bytes:
-        for c in self.node.db.ceremonies():
+        for c in self.port.db.ceremonies():
             if c["status"] == "complete" and c["outcome"].get("h_e") == h_e.hex():
                 return c["session"]
         raise InputError("this guardian took part in no completed key ceremony for the record's election "
@@ -184,18 +212,18 @@ class Decryptions:
         body = envelope.body if isinstance(envelope.body, dict) else {}
         data = body.get("request")
         try:
-            request = parse_request(data, len(self.node.roster))
-            entry = self.node.roster.by_key(envelope.sender)
+            request = parse_request(data, len(self.port.roster))
+            entry = self.port.roster.by_key(envelope.sender)
             if entry is None or entry.sequence != request.coordinator:
                 raise InputError("the request names another guardian as its coordinator than its sender")
         except GuardianError as e:
             log.warning("invalid decryption request from %s: %s", sender, e)
             if isinstance(data, bytes):
-                self.node.db.add_decryption(hashlib.sha256(data).digest(), data, sender, "invalid",
+                self.port.db.add_decryption(hashlib.sha256(data).digest(), data, sender, "invalid",
                                             {"reason": str(e)[:300]})
             return
         session = request.session
-        if self.node.db.add_decryption(session, data, sender, "fetching", {}):
+        if self.port.db.add_decryption(session, data, sender, "fetching", {}):
             self._listen(session)
             self._begin(session, request, sender, None)
 
@@ -231,8 +259,6 @@ class Decryptions:
         return data if hashlib.sha256(data).digest() == digest else None
 
     def on_blob(self, digest: bytes, data: bytes) -> None:
-        if hashlib.sha256(data).digest() != digest:
-            return
         for run in self.sessions.values():
             if run.stage != "fetching":
                 continue
@@ -285,21 +311,24 @@ class Decryptions:
                 break
             wanted = [run.request.record] if run.needed is None else list(run.needed)[:MAX_WANT]
             wake = run.wake
-            for peer in self._peers_first(run.requester):
-                await self.node.want(peer, wanted)
+            for sequence in self._peers_first(run.requester):
+                await self.port.want(sequence, wanted)
             with trio.move_on_after(FETCH_RETRY_SECONDS):
                 await wake.wait()
         self._serve_copy(copy)
 
-    def _peers_first(self, name: str):
-        peers = sorted(self.node.peers.values(), key=lambda p: (p.entry.name != name, p.entry.sequence))
-        return [p for p in peers if p.connection is not None]
+    def _peers_first(self, name: str) -> list[int]:
+        """The linked peers, the requester (which has every file) first."""
+        links = self.port.links()
+        peers = sorted((e for e in self.port.roster.entries if e.sequence != self.port.me.sequence),
+                       key=lambda e: (e.name != name, e.sequence))
+        return [e.sequence for e in peers if links[e.sequence].connected]
 
     # --- stage 2: the policy ----------------------------------------------------------------------------
 
     async def _check(self, run: Session) -> Checked:
         copy = self._copy(run.session)
-        ceremony = next((c for c in self.node.db.ceremonies() if c["session"] == run.request.ceremony), None)
+        ceremony = next((c for c in self.port.db.ceremonies() if c["session"] == run.request.ceremony), None)
         if ceremony is None or ceremony["status"] != "complete":
             raise PolicyRefusal("this guardian has no completed key ceremony with the session the request names")
         export = Path(ceremony["outcome"].get("export", ""))
@@ -321,7 +350,7 @@ class Decryptions:
         except (OSError, ValueError, AttributeError):
             pass
         command = [sys.executable, "-m", "node.cli.main", "verify", str(copy), "--json"]
-        workers = self.node.config.verify_workers
+        workers = self.port.config.verify_workers
         if workers:
             command += ["--workers", str(workers)]
         result = await trio.run_process(command, capture_stdout=True, capture_stderr=True, check=False)
@@ -341,31 +370,31 @@ class Decryptions:
         try:
             if status == "fetching":
                 await self._fetch(run)
-                run.timings["fetched"] = trio.current_time() - run.started
-                self.node.db.set_decryption_status(run.session, "checking")
+                run.timings["fetched"] = self.port.now() - run.started
+                self.port.db.set_decryption_status(run.session, "checking")
             run.stage = "checking"
             run.checked = await self._check(run)
         except PolicyRefusal as e:
             self._refuse(run, str(e))
             return
-        run.timings["checked"] = trio.current_time() - run.started
+        run.timings["checked"] = self.port.now() - run.started
         if status != "ready":
-            self.node.db.set_decryption_status(run.session, "ready")
+            self.port.db.set_decryption_status(run.session, "ready")
         await self._rounds(run)
 
     def _refuse(self, run: Session, reason: str) -> None:
         run.stage, run.reason = "refused", reason
         log.warning("decryption %s refused: %s", run.session.hex()[:16], reason)
-        self.node.db.set_decryption_status(run.session, "refused", {"reason": reason[:500]})
-        self.node.send("decrypt-refuse", {"reason": reason[:500]}, session=run.session)
+        self.port.db.set_decryption_status(run.session, "refused", {"reason": reason[:500]})
+        self.port.send("decrypt-refuse", {"reason": reason[:500]}, session=run.session)
 
     def _fail(self, run: Session, reason: str) -> None:
         run.stage, run.reason = "failed", reason
         log.warning("decryption %s failed: %s", run.session.hex()[:16], reason)
-        self.node.db.set_decryption_status(run.session, "failed", {"reason": reason[:500]})
+        self.port.db.set_decryption_status(run.session, "failed", {"reason": reason[:500]})
 
     def _status_row(self, session: bytes) -> str | None:
-        return next((d["status"] for d in self.node.db.decryptions() if d["session"] == session), None)
+        return next((d["status"] for d in self.port.db.decryptions() if d["session"] == session), None)
 
     async def _rounds(self, run: Session) -> None:
         checked, request = run.checked, run.request
@@ -374,11 +403,11 @@ class Decryptions:
                                  {"vote": ctx.k_table, "data": ctx.k_hat_table},
                                  {"vote": checked.vote_publics, "data": checked.data_publics})
         keys = await trio.to_thread.run_sync(self._keys, request.ceremony)
-        sealed = self.node.db.sealed_state(run.session)
-        state = json.loads(self._box.decrypt(sealed)) if sealed else None
-        transcript = DecryptionTranscript(request, dctx, trio.current_time())
-        guardian = DecryptionGuardian(transcript, self.node.me.sequence, keys, state)
-        for raw, own in self.node.db.session_log(run.session):
+        sealed = self.port.db.sealed_state(run.session)
+        state = self.box.open(sealed) if sealed else None
+        transcript = DecryptionTranscript(request, dctx, self.port.now())
+        guardian = self._make_guardian(self.port, transcript, self.port.me.sequence, keys, state)
+        for raw, own in self.port.db.session_log(run.session):
             envelope = decode_envelope(raw, 64 * 2**20)
             if own:
                 guardian.note_sent(envelope.type, envelope.body)
@@ -388,11 +417,11 @@ class Decryptions:
                  "resumed" if sealed else "ready")
         while True:
             batch, run.pending = run.pending, []
-            now = trio.current_time()
+            now = self.port.now()
             wake = run.wake
             sends, faults = await trio.to_thread.run_sync(self._advance, run, batch, now, self._expected())
             for name, reason in faults:
-                self.node.db.refuse(name, "bad decryption message", reason)
+                self.port.db.refuse(name, "bad decryption message", reason)
                 log.warning("decryption message from %s refused: %s", name, reason)
             if sends:
                 self._commit(run, sends)
@@ -414,7 +443,7 @@ class Decryptions:
         """In a worker thread: feed the messages to the transcript, then let the guardian act."""
         faults = []
         for envelope in batch:
-            entry = self.node.roster.by_key(envelope.sender)
+            entry = self.port.roster.by_key(envelope.sender)
             try:
                 run.transcript.receive(entry.sequence, envelope.type, envelope.body, now)
             except MalformedMessage as e:
@@ -425,12 +454,11 @@ class Decryptions:
         """The guardians the coordinator waits for before the first round: itself, those it has a link to,
         and those it heard from within the time a dropped link takes to be noticed and re-dialled (a busy
         peer can miss heartbeats for a moment: it is not away)."""
-        config = self.node.config
+        config = self.port.config
         grace = 3 * config.heartbeat_seconds + 2 * config.redial_max_seconds + 2     # silence, jittered re-dial, handshake
-        now = trio.current_time()
-        return {self.node.me.sequence} | {p.entry.sequence for p in self.node.peers.values()
-                                          if p.connection is not None
-                                          or (p.last_seen is not None and now - p.last_seen < grace)}
+        now = self.port.now()
+        return {seq for seq, link in self.port.links().items()
+                if link.connected or (link.last_seen is not None and now - link.last_seen < grace)}
 
     def links_changed(self) -> None:
         """A link came up or went down: the coordinator may now wait for fewer (or more) guardians."""
@@ -439,26 +467,17 @@ class Decryptions:
                 run.poke()
 
     def _commit(self, run: Session, sends: list[Send]) -> None:
-        seq = self.node.db.next_seq()
-        envelopes = [seal_envelope(self.node.identity.signing_key, s.type, run.session, seq + i, s.body)
-                     for i, s in enumerate(sends)]
-        for envelope in envelopes:
-            if len(envelope.encode()) > self.node.config.max_frame_bytes:
-                raise InputError(f"a {envelope.type} message of {len(envelope.encode())} bytes exceeds "
-                                 f"max_frame_bytes ({self.node.config.max_frame_bytes}); raise it on every node")
-        sealed = self._box.encrypt(json.dumps(run.guardian.state).encode())
-        self.node.db.append_outbox_with_state(envelopes, run.session, bytes(sealed))
-        self.node.outbox_changed()
+        envelopes = self.port.commit_and_send(run.session, sends, self.box.seal(run.guardian.state))
         run.pending[:0] = envelopes            # our own messages pass the same checks
 
     def _keys(self, ceremony_session: bytes) -> dict:
-        row = next(c for c in self.node.db.ceremonies() if c["session"] == ceremony_session)
+        row = next(c for c in self.port.db.ceremonies() if c["session"] == ceremony_session)
         config = parse_election_config(row["config"])
-        me = config.guardian_by_key(self.node.identity.public_key).sequence
-        sealed = self.node.db.sealed_state(ceremony_session)
+        me = config.guardian_by_key(self.port.identity.public_key).sequence
+        sealed = self.port.db.sealed_state(ceremony_session)
         if sealed is None:
             raise PolicyRefusal("this node holds no key shares for the ceremony")
-        vote, data = Guardian(Transcript(config), me, json.loads(self._box.decrypt(sealed))).decryption_keys()
+        vote, data = Guardian(Transcript(config), me, self.box.open(sealed)).decryption_keys()
         return {"vote": vote, "data": data}
 
     def _unreachable_reason(self, t: DecryptionTranscript) -> str:
@@ -468,17 +487,17 @@ class Decryptions:
         return f"fewer than {t.ctx.k} guardians can take part: " + "; ".join(out)
 
     def _names(self) -> dict[int, str]:
-        return {e.sequence: e.name for e in self.node.roster.entries}
+        return {e.sequence: e.name for e in self.port.roster.entries}
 
     # --- stage 4: the result ------------------------------------------------------------------------
 
     async def _finish(self, run: Session) -> None:
         outcome = await trio.to_thread.run_sync(self._write_results, run)
         run.stage = "complete"
-        run.timings["complete"] = trio.current_time() - run.started
-        run.timings["last_round"] = trio.current_time() - run.transcript.result.started
+        run.timings["complete"] = self.port.now() - run.started
+        run.timings["last_round"] = self.port.now() - run.transcript.result.started
         outcome["seconds"] = {k: round(v, 3) for k, v in run.timings.items()}
-        self.node.db.set_decryption_status(run.session, "complete", outcome)
+        self.port.db.set_decryption_status(run.session, "complete", outcome)
         log.info("decryption %s complete: present %s, missing %s", run.session.hex()[:16], outcome["present"],
                  outcome["missing"])
 
@@ -536,14 +555,14 @@ class Decryptions:
     # --- status ----------------------------------------------------------------------------------------
 
     def status(self) -> list[dict]:
-        now = trio.current_time()
+        now = self.port.now()
         names = self._names()
         out = []
-        for d in self.node.db.decryptions():
+        for d in self.port.db.decryptions():
             entry = {"session": d["session"].hex(), "status": d["status"], "requester": d["requester"],
                      "outcome": d["outcome"]}
             try:
-                request = parse_request(d["request"], len(self.node.roster))
+                request = parse_request(d["request"], len(self.port.roster))
                 entry.update({"compensated": request.compensated, "timeout_seconds": request.timeout,
                               "tally": request.tally is not None, "challenged": len(request.challenged)})
             except GuardianError:

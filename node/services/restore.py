@@ -22,7 +22,6 @@ from pathlib import Path
 
 import nacl.signing
 
-from node.services.ceremonies import storage_box
 from node.config import check_address, default_advertise, load_node_config, load_roster, parse_listen
 from node.custody.backup_file import BackupMeta
 from node.services.custody import CustodyError, check_state_restores, parse_payload
@@ -31,6 +30,7 @@ from node.identity import Identity
 from node.protocol.election_config import parse_election_config
 from node.record import layout
 from node.storage.db import NodeDatabase
+from node.storage.state_box import StateBox
 
 SAFE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*(/[A-Za-z0-9_][A-Za-z0-9._-]*)*")
 
@@ -108,7 +108,7 @@ def restore(payload: bytes, meta: BackupMeta, fingerprint: str, directory: Path,
     db = NodeDatabase(directory)
     try:
         db.add_ceremony(session, config_bytes, str(ceremony.get("proposer", "?")), "complete", outcome)
-        sealed = storage_box(seed).encrypt(json.dumps(ceremony["state"]).encode())
+        sealed = StateBox(seed).seal(ceremony["state"])
         db.append_outbox_with_state([], session, bytes(sealed))
         db.set_seq_floor(int(time.time() * 1_000_000))
         db.audit("restored from backup", {"fingerprint": fingerprint, "ceremony": session.hex(),

@@ -1,8 +1,9 @@
-"""A misbehaving guardian for the simulator: `python -m simulate.adversary --config node.toml --behaviour B`.
+"""A misbehaving guardian's node for the simulator: `python -m node.testing.adversary_node --config node.toml
+--behaviour B`.
 
-It is not the node guardians run: it is that node's code with one guardian's behaviour changed,
-so that the honest nodes (unchanged `guardian run` processes) meet a real adversary on the wire:
-correctly signed messages with wrong content. Behaviours:
+It is the node guardians run (node.app) with one guardian's behaviour swapped in through the services'
+guardian factories (node/testing/adversary.py), so the honest nodes (unchanged `guardian run`
+processes) meet a real adversary on the wire: correctly signed messages with wrong content. Behaviours:
 
   bad-share         in the key ceremony, sends --victim an encrypted share that does not match its
                     commitments, and when accused reveals that same share (the ceremony must abort
@@ -24,116 +25,29 @@ import logging
 import sys
 
 import trio
-from gmpy2 import mpz
 
+from node.app import Guardians, build
+from node.cli.passphrase import read_passphrase, source_from_args
 from node.config import load_node_config, load_roster
-from node.crypto.decryption import PartShare, commitment_digest
-from node.crypto.keys import encrypt_share, evaluate_polynomial, generate_guardian_key
 from node.daemon.node import LINK_CLOSED, Node
 from node.identity import Identity
-from node.cli.passphrase import read_passphrase, source_from_args
-from node.protocol.ceremony import encode_public_key, encode_share
-from node.protocol.decryption import DecryptionGuardian
 from node.storage.db import NodeDatabase
+from node.testing import adversary
 
 log = logging.getLogger("guardian.adversary")
+BEHAVIOURS = ("bad-share", "equivocate", "bad-proof", "wrong-decryption", "replay", "garbage-frames")
 
 
-def _q(guardian, value) -> bytes:
-    return int(value % guardian.group.q).to_bytes(guardian.group.q_bytes, "big")
-
-
-def _on_guardians(node: Node, patch) -> None:
-    """Call patch(guardian) on each ceremony's Guardian once, before it first acts."""
-    ceremonies = node.ceremonies
-    real_step = ceremonies.step
-    done: set[bytes] = set()
-
-    def step(session: bytes) -> None:
-        if session not in done:
-            done.add(session)
-            patch(ceremonies.running[session].guardian)
-        real_step(session)
-    ceremonies.step = step
-
-
-def bad_share(victim: int):
-    def patch(guardian):
-        real = guardian.act
-
-        def act():
-            out = real()
-            for s in out:
-                if s.type == "shares":
-                    t, secret = guardian.t, guardian._secret()
-                    nonce = mpz(guardian.state["share_nonces"][str(victim)], 16)
-                    share = evaluate_polynomial(t.group, secret.coefficients, victim)
-                    data = evaluate_polynomial(t.group, secret.data_coefficients, victim)
-                    bad = encrypt_share(t.group, t.parameters.g_table, t.parameters.h_p, guardian.index, victim,
-                                        t.keys[victim].communication_key, (share + 1) % t.group.q, data, nonce=nonce)
-                    s.body["shares"] = [encode_share(t.group, bad) if item["to"] == victim else item
-                                        for item in s.body["shares"]]
-                if s.type == "reveal":
-                    s.body["share"] = _q(guardian, int.from_bytes(s.body["share"], "big") + 1)
-            return out
-        guardian.act = act
-    return patch
-
-
-def bad_proof(guardian):
-    real = guardian.act
-
-    def act():
-        out = real()
-        for s in out:
-            if s.type == "keys":
-                proof = list(s.body["public_key"]["proof"])
-                proof[1] = _q(guardian, int.from_bytes(proof[1], "big") + 1)
-                s.body["public_key"]["proof"] = proof
-        return out
-    guardian.act = act
-
-
-def equivocate(node: Node):
-    later = {p.entry.public_key for p in node.peers.values() if p.entry.sequence > node.me.sequence + 1}
-
-    def patch(guardian):
-        real = guardian.act
-
-        def act():
-            out = real()
-            for i, s in enumerate(out):
-                if s.type == "keys":
-                    t = guardian.t
-                    _, other = generate_guardian_key(t.group, t.parameters.g_table, t.parameters.h_p, guardian.index,
-                                                     t.k, t.config.guardians[guardian.index - 1].name)
-                    for peer in node.peers.values():
-                        body = {"public_key": encode_public_key(t.group, other)} \
-                            if peer.entry.public_key in later else s.body
-                        node.send("keys", body, to=peer.entry.public_key, session=guardian.t.config.session)
-                    return out[:i] + out[i + 1:]
-            return out
-        guardian.act = act
-    return patch
-
-
-def wrong_decryption() -> None:
-    """Every partial decryption M is multiplied by g before it is hashed and sent: eq 88 holds, eqs 94-95 fail."""
-    real = DecryptionGuardian._shares
-
-    def shares(self, r):
-        send = real(self, r)
-        g = self.t.ctx.group
-        a_rows, b_rows = self._pairs[r.number]
-        for s_index, item in enumerate(self.t.ctx.items):
-            for c_index, part in enumerate(r.parts[self.me]):
-                m = int.from_bytes(send.body["values"][s_index][c_index], "big") * int(g.g) % int(g.p)
-                send.body["values"][s_index][c_index] = m.to_bytes(g.p_bytes, "big")
-                share = PartShare(part, mpz(m), mpz(int.from_bytes(a_rows[s_index][c_index], "big")),
-                                  mpz(int.from_bytes(b_rows[s_index][c_index], "big")))
-                send.body["digests"][s_index][c_index] = commitment_digest(g, item.statement, share, r.present)
-        return send
-    DecryptionGuardian._shares = shares
+def guardians_for(behaviour: str, victim: int | None, me: int) -> Guardians:
+    if behaviour == "bad-share":
+        return Guardians(ceremony=adversary.bad_share(victim or (1 if me != 1 else 2)))
+    if behaviour == "bad-proof":
+        return Guardians(ceremony=adversary.bad_proof())
+    if behaviour == "equivocate":
+        return Guardians(ceremony=adversary.equivocate())
+    if behaviour == "wrong-decryption":
+        return Guardians(decryption=adversary.wrong_decryption())
+    return Guardians()
 
 
 async def resend_old(node: Node, kind: str) -> None:
@@ -151,10 +65,9 @@ async def resend_old(node: Node, kind: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m simulate.adversary", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m node.testing.adversary_node", description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True)
-    parser.add_argument("--behaviour", required=True,
-                        choices=("bad-share", "equivocate", "bad-proof", "wrong-decryption", "replay", "garbage-frames"))
+    parser.add_argument("--behaviour", required=True, choices=BEHAVIOURS)
     parser.add_argument("--victim", type=int, default=None)
     parser.add_argument("--passphrase-env")
     parser.add_argument("--passphrase-file")
@@ -165,22 +78,15 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     db = NodeDatabase(config.data_dir)
-    node = Node(config, roster, identity, db)
+    me = roster.by_key(identity.public_key)
+    app = build(config, roster, identity, db, guardians_for(args.behaviour, args.victim, me.sequence if me else 0))
     log.warning("this guardian misbehaves on purpose: %s", args.behaviour)
-    if args.behaviour == "bad-share":
-        _on_guardians(node, bad_share(args.victim or (1 if node.me.sequence != 1 else 2)))
-    elif args.behaviour == "bad-proof":
-        _on_guardians(node, bad_proof)
-    elif args.behaviour == "equivocate":
-        _on_guardians(node, equivocate(node))
-    elif args.behaviour == "wrong-decryption":
-        wrong_decryption()
 
     async def run():
         async with trio.open_nursery() as nursery:
             if args.behaviour in ("replay", "garbage-frames"):
-                nursery.start_soon(resend_old, node, "replay" if args.behaviour == "replay" else "garbage")
-            await node.run()
+                nursery.start_soon(resend_old, app.node, "replay" if args.behaviour == "replay" else "garbage")
+            await app.run()
             nursery.cancel_scope.cancel()
     try:
         trio.run(run)
