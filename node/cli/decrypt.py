@@ -111,7 +111,7 @@ def _print(entry: dict) -> None:
               f"guardian decrypt --session {session[:16]}")
         return
     if entry.get("gave_up_waiting"):
-        print(f"decryption {session[:16]} still {entry.get('stage', status)} "
+        print(f"decryption {session[:16]} still {status} "
               f"(round {entry.get('round', 0)}, step {entry.get('step', '-')}, waiting for "
               f"{', '.join(entry.get('waiting_for', [])) or 'nobody'}); follow it with: "
               f"guardian decrypt --session {session[:16]}")

@@ -1,4 +1,4 @@
-"""The key ceremony as a sans-I/O state machine (spec 3.2; DESIGN.md "Ceremony and decryption").
+"""The key ceremony as a sans-I/O state machine (spec 3.2; docs/ARCHITECTURE.md "A key ceremony").
 
 Two objects, so that no guardian gets special treatment:
 

@@ -4,8 +4,9 @@ Like the ceremony, two objects, so that no guardian gets special treatment:
 
   DecryptionTranscript  the public part. Every message, ours included, goes through
                         receive(), which checks it as it would a peer's. It knows no
-                        secret. The coordinator's choice of rounds is made here too,
-                        from public facts only (who is ready, who answered in time).
+                        secret. The coordinator's choice of rounds is made from it
+                        too, from public facts only (who is ready, who answered in
+                        time), by the waiting rule of node/protocol/waiting.py.
   DecryptionGuardian    one guardian's secrets: after each change, act() says what to
                         send; its state (the round nonces u) is persisted before sending.
 
@@ -42,7 +43,7 @@ import hashlib
 import json
 import secrets
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 from gmpy2 import mpz
 
@@ -55,11 +56,14 @@ from node.crypto.fixed_base import FixedBase
 from node.crypto.group import check_elements
 from node.crypto.params import Group
 from node.crypto.hashing import elements
+from node.protocol.waiting import (
+    DEFAULT_HEARTBEAT_SECONDS, DEFAULT_REDIAL_MAX_SECONDS, STEPS, Decision, LinkView, RoundView, SessionView,
+    WaitingPolicy, all_linked, decide,
+)
 
 REQUEST_TYPE = "decrypt-request"
 MESSAGE_TYPES = frozenset({"decrypt-ready", "decrypt-refuse", "decrypt-round", "decrypt-shares",
                            "decrypt-commitments", "decrypt-responses"})
-STEPS = ("shares", "commitments", "responses")
 MAX_CHALLENGED = 10_000
 
 
@@ -261,9 +265,12 @@ class Round:
 class DecryptionTranscript:
     """The public state of one decryption session, identical on every honest node."""
 
-    def __init__(self, request: DecryptionRequest, ctx: DecryptionContext, now: float) -> None:
+    def __init__(self, request: DecryptionRequest, ctx: DecryptionContext, now: float, *,
+                 heartbeat_seconds: float = DEFAULT_HEARTBEAT_SECONDS,
+                 redial_max_seconds: float = DEFAULT_REDIAL_MAX_SECONDS) -> None:
         self.request, self.ctx = request, ctx
         self.started = now
+        self.policy = WaitingPolicy(request.timeout, heartbeat_seconds, redial_max_seconds)
         self.ready: dict[int, int] = {}            # guardian -> the round count it was ready after
         self.refused: dict[int, str] = {}
         self.excluded: dict[int, str] = {}         # culprits: never in a round again
@@ -480,65 +487,31 @@ class DecryptionTranscript:
 
     # --- the coordinator's choices ------------------------------------------------------------------
 
-    def next_round(self, now: float, expected: Iterable[int] | None = None) -> list[int] | None:
-        """The coordinator's rule: the set U of a new round to open now, or None.
-
-        Before the first round it waits until every guardian in `expected` (default: all
-        n; the node passes itself and the peers it has a link to) that has not refused is
-        ready, or until the timeout; then at least k must be ready."""
-        if self.result is not None or self.fatal or self.unreachable():
-            return None
-        available = self.available()
-        if len(available) < self.ctx.k:
-            return None
+    def view(self) -> SessionView:
+        """The facts the waiting rule (node/protocol/waiting.py) decides on."""
         r = self.current
-        if r is None:
-            awaited = set(range(1, self.ctx.n + 1) if expected is None else expected) - set(self.refused)
-            if awaited <= set(available) or now - self.started >= self.request.timeout:
-                return available
-            return None
-        if r.step == "failed":
-            return available
-        if now - r.step_started >= self.request.timeout:
-            late = set(r.waiting_for())
-            remaining = [i for i in available if i not in late]
-            return remaining if len(remaining) >= self.ctx.k else None
-        return None
+        current = None if r is None else RoundView(r.step, r.step_started, frozenset(r.waiting_for()))
+        ready = frozenset(i for i, after in self.ready.items() if after >= self.missing_in.get(i, 0))
+        return SessionView(self.ctx.n, self.ctx.k, self.started, ready, frozenset(self.refused),
+                           frozenset(self.excluded), current, self.fatal is not None)
 
-    def stalled(self, now: float, expected: Iterable[int] | None = None) -> list[int] | None:
-        """Who is missing when the session cannot go on without someone coming back; else None.
+    def decide(self, now: float, links: Mapping[int, LinkView] | None = None) -> Decision:
+        """The waiting rule on this transcript; `links` default to every guardian linked."""
+        return decide(now, all_linked(self.ctx.n) if links is None else links, self.view(), self.policy)
 
-        That is: fewer than k guardians are available past the gathering deadline, or after a
-        round failed; or a round is twice its step timeout late and without the late ones
-        fewer than k remain (a late answer still completes a round, so one timeout is not enough).
-        """
-        if self.result is not None:
-            return None
-        r = self.current
-        if r is None and expected is not None:
-            # Before the first round, guardians the coordinator has a link to and that have neither
-            # refused nor said ready are still fetching or verifying the record: a stall only if even
-            # they cannot make k, or after ten timeouts.
-            working = set(expected) - set(self.refused) - set(self.available())
-            if len(self.available()) + len(working) >= self.ctx.k and now < self.started + 10 * self.request.timeout:
-                return None
-        deadline = self.deadline()
-        if deadline is not None and r is not None:
-            deadline += self.request.timeout
-        if deadline is not None and now < deadline:
-            return None
-        late = set(r.waiting_for()) if r is not None else set()
-        usable = [i for i in self.available() if i not in late]
-        if len(usable) >= self.ctx.k:
-            return None
-        return sorted(set(self.absent()) | late)
+    def next_round(self, now: float, links: Mapping[int, LinkView] | None = None) -> list[int] | None:
+        """The coordinator's rule: the set U of a new round to open now, or None."""
+        present = self.decide(now, links).present
+        return None if present is None else list(present)
 
-    def deadline(self) -> float | None:
-        """When next_round may change its answer without a new message."""
-        r = self.current
-        if r is None:
-            return self.started + self.request.timeout
-        return r.step_started + self.request.timeout if r.step in STEPS else None
+    def stalled(self, now: float, links: Mapping[int, LinkView] | None = None) -> list[int] | None:
+        """Who is missing when the session cannot go on without someone coming back; else None."""
+        stalled = self.decide(now, links).stalled
+        return None if stalled is None else list(stalled)
+
+    def deadline(self, now: float, links: Mapping[int, LinkView] | None = None) -> float | None:
+        """After `now`, when the decision may change without a new message."""
+        return self.decide(now, links).wake
 
 
 # --- the guardian ------------------------------------------------------------------------------------
@@ -572,7 +545,8 @@ class DecryptionGuardian:
             if tag not in self.state["sent"]:
                 self.state["sent"].append(tag)
 
-    def act(self, now: float, expected: Iterable[int] | None = None) -> list[Send]:
+    def act(self, now: float, links: Mapping[int, LinkView] | None = None) -> list[Send]:
+        """What to send now; `links` are the coordinator's (see DecryptionTranscript.decide)."""
         sends = []
         t, me = self.t, self.me
         if t.result is not None or me in t.excluded:
@@ -584,11 +558,11 @@ class DecryptionGuardian:
             self.state["ready"].append(rounds_seen)
             sends.append(Send("decrypt-ready", {"statements": t.ctx.digest, "after_round": rounds_seen}))
         if me == t.request.coordinator:
-            present = t.next_round(now, expected)
-            if present is not None and f"decrypt-round:{rounds_seen + 1}" not in self.state["sent"]:
+            decision = t.decide(now, links)
+            if decision.present is not None and f"decrypt-round:{rounds_seen + 1}" not in self.state["sent"]:
                 self._sent("decrypt-round", rounds_seen + 1)
-                late = r.waiting_for() if r is not None else []
-                sends.append(Send("decrypt-round", {"round": rounds_seen + 1, "present": present, "missing": late}))
+                sends.append(Send("decrypt-round", {"round": rounds_seen + 1, "present": list(decision.present),
+                                                    "missing": list(decision.missing)}))
                 return sends      # the round opens when our own message comes back through the transcript
         if r is None or me not in r.present or r.step not in STEPS:
             return sends

@@ -1,4 +1,4 @@
-"""The election config the guardians agree on before a key ceremony (DESIGN.md "Ceremony").
+"""The election config the guardians agree on before a key ceremony (docs/ARCHITECTURE.md "A key ceremony").
 
 Its canonical JSON bytes are what every guardian signs (by accepting) and its
 SHA-256 is the ceremony's session id, so messages of one ceremony can never be

@@ -1,4 +1,4 @@
-"""Signed envelopes: the unit of every message between guardian nodes (DESIGN.md "The wire").
+"""Signed envelopes: the unit of every message between guardian nodes (docs/ARCHITECTURE.md "The wire").
 
 On the wire an envelope is a msgpack array:
     [version, type, session, sender, seq, body, signature]

@@ -87,7 +87,7 @@ class Ceremonies(Service):
     # --- start and restart ----------------------------------------------------------------------
 
     def start(self) -> None:
-        for c in self.port.db.ceremonies():
+        for c in self.port.db.ceremonies(("proposed", "running")):
             if c["status"] == "proposed":
                 self._listen(c["session"])
             elif c["status"] == "running":
@@ -362,17 +362,16 @@ class Ceremonies(Service):
                 "config": json.loads(c["config"]), "votes": self.port.db.votes(c["session"])}
 
     def _session(self, session_hex: str | None, status: str = "proposed") -> bytes:
-        records = [c for c in self.port.db.ceremonies()
+        wanted = status if not session_hex or status != "proposed" else None
+        records = [c for c in self.port.db.ceremonies(wanted)
                    if not session_hex or c["session"].hex().startswith(session_hex.lower())]
-        if not session_hex or status != "proposed":
-            records = [c for c in records if c["status"] == status]
         if len(records) != 1:
             raise InputError(f"name the {status} ceremony by (a prefix of) its hash: "
                              + (", ".join(c["session"].hex()[:16] for c in records) or f"none {status}"))
         return records[0]["session"]
 
     def _ceremony(self, session: bytes) -> dict | None:
-        return next((c for c in self.port.db.ceremonies() if c["session"] == session), None)
+        return self.port.db.ceremony(session)
 
 
 def parse_request_ceremony(data: bytes) -> bytes | None:

@@ -83,7 +83,7 @@ class Custody(Service):
 
     def _ceremony(self, session_hex: str | None) -> dict:
         """The completed ceremony named by a hash prefix; the latest completed one when none is given."""
-        done = [c for c in self.port.db.ceremonies() if c["status"] in ("complete", "superseded")]
+        done = self.port.db.ceremonies(("complete", "superseded"))
         if session_hex:
             done = [c for c in done if c["session"].hex().startswith(session_hex.lower())]
         else:
@@ -205,7 +205,7 @@ class Custody(Service):
     def on_node_message(self, envelope: Envelope, sender: str) -> None:
         body = envelope.body if isinstance(envelope.body, dict) else {}
         session = body.get("ceremony")
-        record = next((c for c in self.port.db.ceremonies() if c["session"] == session), None)
+        record = self.port.db.ceremony(session)
         if record is None or record["status"] not in ("complete", "superseded"):
             log.warning("%s from %s for a ceremony this node has not completed: ignored", envelope.type, sender)
             return
@@ -285,7 +285,7 @@ class Custody(Service):
         return body
 
     def _maybe_sign(self, session: bytes) -> None:
-        record = next((c for c in self.port.db.ceremonies() if c["session"] == session), None)
+        record = self.port.db.ceremony(session)
         if record is None or record["status"] != "complete":
             return
         config = self._config(record)
@@ -302,7 +302,7 @@ class Custody(Service):
         self._maybe_write(session)
 
     def _maybe_write(self, session: bytes) -> None:
-        record = next((c for c in self.port.db.ceremonies() if c["session"] == session), None)
+        record = self.port.db.ceremony(session)
         if record is None:
             return
         certificate = self.certificate(record, strict=False)
@@ -353,11 +353,11 @@ class Custody(Service):
 
     def superseded(self, old: bytes, new: bytes) -> None:
         """The keys of `old` are replaced by those of `new`: mark it in the log and in its certificate."""
-        record = next((c for c in self.port.db.ceremonies() if c["session"] == old), None)
+        record = self.port.db.ceremony(old)
         if record is None or record["status"] != "complete":
             return
         self.port.db.set_ceremony_status(old, "superseded", {**record["outcome"], "superseded_by": new.hex()})
-        record = next(c for c in self.port.db.ceremonies() if c["session"] == old)
+        record = self.port.db.ceremony(old)
         certificate = self.certificate(record, strict=False)
         if certificate is not None:
             write_certificate(self._export_dir(record), certificate)

@@ -26,6 +26,7 @@ import logging
 import re
 import secrets
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping
 
@@ -39,6 +40,8 @@ from node.protocol.decryption import (
     MalformedMessage, Send, parse_request,
 )
 from node.protocol.election_config import parse_election_config
+from node.protocol.lifecycle import DECRYPTION
+from node.protocol.waiting import LinkView, SessionView, decide
 from node.protocol.envelope import Envelope, decode_envelope
 from node.record import codec, layout
 from node.record.decrypted import JointResult, challenged_record, quorum, tally_record, write_decryptions
@@ -62,19 +65,28 @@ def honest_guardian(port: Port, transcript: DecryptionTranscript, me: int, keys:
     return DecryptionGuardian(transcript, me, keys, state)
 
 
+@dataclass(frozen=True)
+class Snapshot:
+    """What `status` shows of a session's transcript, copied on the thread that advances it: the
+    transcript itself is only ever touched by that one thread at a time."""
+    view: SessionView
+    round: int
+    refused: dict[int, str]
+    excluded: dict[int, str]
+
+
 class Session:
-    """One decryption session on this node."""
+    """One decryption session on this node (its status is the database's)."""
 
     def __init__(self, session: bytes, request: DecryptionRequest, requester: str, record_dir: str | None,
                  started: float) -> None:
         self.session, self.request, self.requester, self.record_dir = session, request, requester, record_dir
-        self.stage = "fetching"
-        self.reason = ""
         self.started = started
         self.needed: dict[bytes, list[str]] | None = None      # digest -> paths in the copy, once the index is in
         self.checked: Checked | None = None
         self.transcript: DecryptionTranscript | None = None
         self.guardian: DecryptionGuardian | None = None
+        self.snapshot: Snapshot | None = None
         self.pending: list[Envelope] = []
         self.wake = trio.Event()
         self.timings: dict[str, float] = {}
@@ -202,8 +214,8 @@ class Decryptions(Service):
         return session.hex()
 
     def _ceremony_for(self, h_e: bytes) -> bytes:
-        for c in self.port.db.ceremonies():
-            if c["status"] == "complete" and c["outcome"].get("h_e") == h_e.hex():
+        for c in self.port.db.ceremonies("complete"):
+            if c["outcome"].get("h_e") == h_e.hex():
                 return c["session"]
         raise InputError("this guardian took part in no completed key ceremony for the record's election "
                          f"(H_E {h_e.hex()[:16]}...)")
@@ -260,8 +272,8 @@ class Decryptions(Service):
 
     def on_blob(self, digest: bytes, data: bytes) -> None:
         for run in self.sessions.values():
-            if run.stage != "fetching":
-                continue
+            if run.needed is not None and not run.needed or run.fetch_error:
+                continue          # its copy is complete (or refused): nothing more to store
             try:
                 stored = self._store(run, digest, data)
             except GuardianError as e:       # e.g. an index naming unsafe paths: the session refuses
@@ -328,7 +340,7 @@ class Decryptions(Service):
 
     async def _check(self, run: Session) -> Checked:
         copy = self._copy(run.session)
-        ceremony = next((c for c in self.port.db.ceremonies() if c["session"] == run.request.ceremony), None)
+        ceremony = self.port.db.ceremony(run.request.ceremony)
         if ceremony is None or ceremony["status"] != "complete":
             raise PolicyRefusal("this guardian has no completed key ceremony with the session the request names")
         export = Path(ceremony["outcome"].get("export", ""))
@@ -372,7 +384,6 @@ class Decryptions(Service):
                 await self._fetch(run)
                 run.timings["fetched"] = self.port.now() - run.started
                 self.port.db.set_decryption_status(run.session, "checking")
-            run.stage = "checking"
             run.checked = await self._check(run)
         except PolicyRefusal as e:
             self._refuse(run, str(e))
@@ -383,18 +394,20 @@ class Decryptions(Service):
         await self._rounds(run)
 
     def _refuse(self, run: Session, reason: str) -> None:
-        run.stage, run.reason = "refused", reason
         log.warning("decryption %s refused: %s", run.session.hex()[:16], reason)
         self.port.db.set_decryption_status(run.session, "refused", {"reason": reason[:500]})
         self.port.send("decrypt-refuse", {"reason": reason[:500]}, session=run.session)
 
     def _fail(self, run: Session, reason: str) -> None:
-        run.stage, run.reason = "failed", reason
         log.warning("decryption %s failed: %s", run.session.hex()[:16], reason)
+        status = self._status_row(run.session)
+        if status is None or DECRYPTION.terminal(status):
+            return        # an error after the session ended (e.g. while sending its refusal) changes nothing
         self.port.db.set_decryption_status(run.session, "failed", {"reason": reason[:500]})
 
     def _status_row(self, session: bytes) -> str | None:
-        return next((d["status"] for d in self.port.db.decryptions() if d["session"] == session), None)
+        row = self.port.db.decryption(session)
+        return row["status"] if row else None
 
     async def _rounds(self, run: Session) -> None:
         checked, request = run.checked, run.request
@@ -405,21 +418,24 @@ class Decryptions(Service):
         keys = await trio.to_thread.run_sync(self._keys, request.ceremony)
         sealed = self.port.db.sealed_state(run.session)
         state = self.box.open(sealed) if sealed else None
-        transcript = DecryptionTranscript(request, dctx, self.port.now())
+        transcript = DecryptionTranscript(request, dctx, self.port.now(),
+                                          heartbeat_seconds=self.port.config.heartbeat_seconds,
+                                          redial_max_seconds=self.port.config.redial_max_seconds)
         guardian = self._make_guardian(self.port, transcript, self.port.me.sequence, keys, state)
         for raw, own in self.port.db.session_log(run.session):
             envelope = decode_envelope(raw, 64 * 2**20)
             if own:
                 guardian.note_sent(envelope.type, envelope.body)
             run.pending.append(envelope)
-        run.transcript, run.guardian, run.stage = transcript, guardian, "ready"
+        run.transcript, run.guardian = transcript, guardian
         log.info("decryption %s: %d statements, %s", run.session.hex()[:16], len(checked.items),
                  "resumed" if sealed else "ready")
         while True:
             batch, run.pending = run.pending, []
             now = self.port.now()
             wake = run.wake
-            sends, faults = await trio.to_thread.run_sync(self._advance, run, batch, now, self._expected())
+            links = self.port.links()
+            sends, faults = await trio.to_thread.run_sync(self._advance, run, batch, now, links)
             for name, reason in faults:
                 self.port.db.refuse(name, "bad decryption message", reason)
                 log.warning("decryption message from %s refused: %s", name, reason)
@@ -434,31 +450,24 @@ class Decryptions(Service):
                 return
             if run.pending:
                 continue
-            deadline = transcript.deadline()
-            with trio.move_on_at(deadline + 0.05 if deadline is not None and deadline > now else float("inf")):
+            deadline = transcript.deadline(now, links)          # after `now`, or None
+            with trio.move_on_at(deadline + 0.05 if deadline is not None else float("inf")):
                 await wake.wait()
 
     def _advance(self, run: Session, batch: list[Envelope], now: float,
-                 expected: set[int]) -> tuple[list[Send], list[tuple[str, str]]]:
-        """In a worker thread: feed the messages to the transcript, then let the guardian act."""
+                 links: Mapping[int, LinkView]) -> tuple[list[Send], list[tuple[str, str]]]:
+        """In a worker thread: feed the messages to the transcript, let the guardian act, copy for status."""
         faults = []
+        t = run.transcript
         for envelope in batch:
             entry = self.port.roster.by_key(envelope.sender)
             try:
-                run.transcript.receive(entry.sequence, envelope.type, envelope.body, now)
+                t.receive(entry.sequence, envelope.type, envelope.body, now)
             except MalformedMessage as e:
                 faults.append((entry.name, str(e)))
-        return run.guardian.act(now, expected), faults
-
-    def _expected(self) -> set[int]:
-        """The guardians the coordinator waits for before the first round: itself, those it has a link to,
-        and those it heard from within the time a dropped link takes to be noticed and re-dialled (a busy
-        peer can miss heartbeats for a moment: it is not away)."""
-        config = self.port.config
-        grace = 3 * config.heartbeat_seconds + 2 * config.redial_max_seconds + 2     # silence, jittered re-dial, handshake
-        now = self.port.now()
-        return {seq for seq, link in self.port.links().items()
-                if link.connected or (link.last_seen is not None and now - link.last_seen < grace)}
+        sends = run.guardian.act(now, links)
+        run.snapshot = Snapshot(t.view(), t.current.number if t.current else 0, dict(t.refused), dict(t.excluded))
+        return sends, faults
 
     def links_changed(self) -> None:
         """A link came up or went down: the coordinator may now wait for fewer (or more) guardians."""
@@ -471,7 +480,9 @@ class Decryptions(Service):
         run.pending[:0] = envelopes            # our own messages pass the same checks
 
     def _keys(self, ceremony_session: bytes) -> dict:
-        row = next(c for c in self.port.db.ceremonies() if c["session"] == ceremony_session)
+        row = self.port.db.ceremony(ceremony_session)
+        if row is None:
+            raise PolicyRefusal("this node took part in no key ceremony with the session the request names")
         config = parse_election_config(row["config"])
         me = config.guardian_by_key(self.port.identity.public_key).sequence
         sealed = self.port.db.sealed_state(ceremony_session)
@@ -493,7 +504,6 @@ class Decryptions(Service):
 
     async def _finish(self, run: Session) -> None:
         outcome = await trio.to_thread.run_sync(self._write_results, run)
-        run.stage = "complete"
         run.timings["complete"] = self.port.now() - run.started
         run.timings["last_round"] = self.port.now() - run.transcript.result.started
         outcome["seconds"] = {k: round(v, 3) for k, v in run.timings.items()}
@@ -569,29 +579,35 @@ class Decryptions(Service):
                 pass
             run = self.sessions.get(d["session"])
             if run is not None:
-                entry["stage"] = run.stage
                 entry["seconds"] = round(now - run.started, 1)
-                t = run.transcript
-                if t is not None and d["status"] == "ready":
-                    r = t.current
-                    missing = t.stalled(now, self._expected())
-                    entry.update({
-                        "available": [names[i] for i in t.available() if missing is None or i not in missing],
-                        "absent": [names[i] for i in (t.absent() if missing is None else missing)],
-                        "refused": {names[i]: why for i, why in t.refused.items()},
-                        "excluded": {names[i]: why for i, why in t.excluded.items()},
-                        "round": r.number if r else 0,
-                        "step": r.step if r else "gathering",
-                        "waiting_for": [names[i] for i in (r.waiting_for() if r else t.absent())],
-                        "stalled": missing is not None,
-                        "quorum": t.ctx.k,
-                    })
+                snap = run.snapshot
+                if snap is not None and d["status"] == "ready":
+                    entry.update(self._round_status(snap, run.transcript.policy, now, names))
             out.append(entry)
         return out
 
 
+    def _round_status(self, snap: Snapshot, policy, now: float, names: dict[int, str]) -> dict:
+        view = snap.view
+        stalled = decide(now, self.port.links(), view, policy).stalled
+        available = view.available
+        absent = [i for i in range(1, view.n + 1)
+                  if i not in available and i not in view.refused and i not in view.excluded]
+        missing = absent if stalled is None else sorted(stalled)
+        r = view.current
+        return {"available": [names[i] for i in available if stalled is None or i not in stalled],
+                "absent": [names[i] for i in missing],
+                "refused": {names[i]: why for i, why in snap.refused.items()},
+                "excluded": {names[i]: why for i, why in snap.excluded.items()},
+                "round": snap.round,
+                "step": r.step if r else "gathering",
+                "waiting_for": [names[i] for i in (sorted(r.waiting_for) if r else absent)],
+                "stalled": stalled is not None,
+                "quorum": view.k}
+
+
 def _election_of(export: Path) -> tuple[bytes, tuple[int, int]]:
-    from node.verifier.steps import open_election
+    from node.record.election import open_election
 
     ctx = open_election(export).context
     return ctx.h_e, (ctx.joint_key, ctx.joint_data_key)

@@ -3,7 +3,9 @@
 Rules that keep promises to peers across crashes:
 - what the node is about to send is committed to the outbox before any peer sees it;
 - what the node accepts is committed to the inbox before it acts on it;
-- every step is appended to the audit trail, each entry carrying the hash of the one before.
+- every step is appended to the audit trail, each entry carrying the hash of the one before;
+- a ceremony's or a decryption's status changes only as its table allows (node/protocol/lifecycle.py),
+  checked in the transaction that writes it.
 """
 
 from __future__ import annotations
@@ -13,8 +15,11 @@ import json
 import sqlite3
 import time
 from pathlib import Path
+from typing import Collection
 
+from node.crypto.errors import InputError
 from node.protocol.envelope import Envelope, decode_envelope
+from node.protocol.lifecycle import CEREMONY, DECRYPTION, Lifecycle
 
 DB_FILE = "node.sqlite3"
 SCHEMA = """
@@ -50,7 +55,7 @@ CREATE TABLE IF NOT EXISTS ceremonies (
     session BLOB PRIMARY KEY,
     config BLOB NOT NULL,          -- the canonical election config; its SHA-256 is the session id
     proposer TEXT NOT NULL,
-    status TEXT NOT NULL,          -- proposed | running | complete | aborted | rejected | invalid
+    status TEXT NOT NULL,          -- node/protocol/lifecycle.py: CeremonyStatus
     outcome TEXT NOT NULL DEFAULT '{}',
     created REAL NOT NULL
 );
@@ -69,7 +74,7 @@ CREATE TABLE IF NOT EXISTS decryptions (
     session BLOB PRIMARY KEY,
     request BLOB NOT NULL,         -- the canonical request (node/protocol/decryption.py)
     requester TEXT NOT NULL,
-    status TEXT NOT NULL,          -- fetching | checking | ready | refused | complete | failed | invalid
+    status TEXT NOT NULL,          -- node/protocol/lifecycle.py: DecryptionStatus
     outcome TEXT NOT NULL DEFAULT '{}',
     record_dir TEXT,               -- where the requester wants the result written (its own node only)
     created REAL NOT NULL
@@ -104,6 +109,27 @@ CREATE TABLE IF NOT EXISTS audit (
 );
 """
 
+CEREMONY_COLUMNS = "session, config, proposer, status, outcome, created"
+DECRYPTION_COLUMNS = "session, request, requester, status, outcome, record_dir, created"
+
+
+def _ceremony(r: tuple) -> dict:
+    return {"session": bytes(r[0]), "config": bytes(r[1]), "proposer": r[2], "status": r[3],
+            "outcome": json.loads(r[4]), "created": r[5]}
+
+
+def _decryption(r: tuple) -> dict:
+    return {"session": bytes(r[0]), "request": bytes(r[1]), "requester": r[2], "status": r[3],
+            "outcome": json.loads(r[4]), "record_dir": r[5], "created": r[6]}
+
+
+def _with_status(status: str | Collection[str] | None) -> tuple[str, tuple[str, ...]]:
+    """The WHERE clause of a status filter, and its arguments."""
+    if status is None:
+        return "", ()
+    statuses = (str(status),) if isinstance(status, str) else tuple(str(s) for s in status)
+    return f" WHERE status IN ({', '.join('?' * len(statuses))})", statuses
+
 
 class NodeDatabase:
     def __init__(self, data_dir: Path) -> None:
@@ -123,6 +149,8 @@ class NodeDatabase:
         if "direct" not in columns:
             self._db.execute("ALTER TABLE inbox ADD COLUMN direct INTEGER NOT NULL DEFAULT 1")
         self._db.execute("CREATE UNIQUE INDEX IF NOT EXISTS outbox_relayed ON outbox (relayed)")
+        self._db.execute("CREATE INDEX IF NOT EXISTS ceremonies_status ON ceremonies (status, created)")
+        self._db.execute("CREATE INDEX IF NOT EXISTS decryptions_status ON decryptions (status, created)")
 
     def close(self) -> None:
         self._db.close()
@@ -177,54 +205,73 @@ class NodeDatabase:
     # --- ceremonies -------------------------------------------------------------------------------
 
     def add_ceremony(self, session: bytes, config: bytes, proposer: str, status: str, outcome: dict) -> bool:
+        CEREMONY.check_initial(status)
         with self._db:
             self._db.execute("BEGIN IMMEDIATE")
             cursor = self._db.execute(
                 "INSERT OR IGNORE INTO ceremonies (session, config, proposer, status, outcome, created) "
-                "VALUES (?, ?, ?, ?, ?, ?)", (session, config, proposer, status, json.dumps(outcome), time.time()))
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (session, config, proposer, str(status), json.dumps(outcome), time.time()))
             if cursor.rowcount:
                 self._audit("ceremony proposed", {"session": session.hex(), "by": proposer, "status": status})
             return bool(cursor.rowcount)
 
     def set_ceremony_status(self, session: bytes, status: str, outcome: dict | None = None) -> None:
-        with self._db:
-            self._db.execute("BEGIN IMMEDIATE")
-            self._db.execute("UPDATE ceremonies SET status = ?, outcome = COALESCE(?, outcome) WHERE session = ?",
-                             (status, json.dumps(outcome) if outcome is not None else None, session))
-            self._audit("ceremony " + status, {"session": session.hex(), **(outcome or {})})
+        """IllegalTransition, and nothing written, unless the ceremony lifecycle allows the change."""
+        self._set_status("ceremonies", CEREMONY, session, status, outcome)
 
-    def ceremonies(self) -> list[dict]:
-        rows = self._db.execute(
-            "SELECT session, config, proposer, status, outcome, created FROM ceremonies ORDER BY created").fetchall()
-        return [{"session": bytes(r[0]), "config": bytes(r[1]), "proposer": r[2], "status": r[3],
-                 "outcome": json.loads(r[4]), "created": r[5]} for r in rows]
+    def ceremony(self, session: bytes) -> dict | None:
+        row = self._db.execute(f"SELECT {CEREMONY_COLUMNS} FROM ceremonies WHERE session = ?", (session,)).fetchone()
+        return None if row is None else _ceremony(row)
+
+    def ceremonies(self, status: str | Collection[str] | None = None) -> list[dict]:
+        """In the order they were stored; only those with the status (or one of the statuses) given."""
+        where, args = _with_status(status)
+        rows = self._db.execute(f"SELECT {CEREMONY_COLUMNS} FROM ceremonies{where} ORDER BY created", args)
+        return [_ceremony(r) for r in rows.fetchall()]
 
     # --- decryption sessions ---------------------------------------------------------------------
 
     def add_decryption(self, session: bytes, request: bytes, requester: str, status: str, outcome: dict,
                        record_dir: str | None = None) -> bool:
+        DECRYPTION.check_initial(status)
         with self._db:
             self._db.execute("BEGIN IMMEDIATE")
             cursor = self._db.execute(
                 "INSERT OR IGNORE INTO decryptions (session, request, requester, status, outcome, record_dir, "
                 "created) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (session, request, requester, status, json.dumps(outcome), record_dir, time.time()))
+                (session, request, requester, str(status), json.dumps(outcome), record_dir, time.time()))
             if cursor.rowcount:
                 self._audit("decryption requested", {"session": session.hex(), "by": requester, "status": status})
             return bool(cursor.rowcount)
 
     def set_decryption_status(self, session: bytes, status: str, outcome: dict | None = None) -> None:
+        """IllegalTransition, and nothing written, unless the decryption lifecycle allows the change."""
+        self._set_status("decryptions", DECRYPTION, session, status, outcome)
+
+    def decryption(self, session: bytes) -> dict | None:
+        row = self._db.execute(f"SELECT {DECRYPTION_COLUMNS} FROM decryptions WHERE session = ?",
+                               (session,)).fetchone()
+        return None if row is None else _decryption(row)
+
+    def decryptions(self, status: str | Collection[str] | None = None) -> list[dict]:
+        """In the order they were stored; only those with the status (or one of the statuses) given."""
+        where, args = _with_status(status)
+        rows = self._db.execute(f"SELECT {DECRYPTION_COLUMNS} FROM decryptions{where} ORDER BY created", args)
+        return [_decryption(r) for r in rows.fetchall()]
+
+    def _set_status(self, table: str, lifecycle: Lifecycle, session: bytes, status: str,
+                    outcome: dict | None) -> None:
+        # The check reads the status inside the write transaction: no other change can come between.
         with self._db:
             self._db.execute("BEGIN IMMEDIATE")
-            self._db.execute("UPDATE decryptions SET status = ?, outcome = COALESCE(?, outcome) WHERE session = ?",
-                             (status, json.dumps(outcome) if outcome is not None else None, session))
-            self._audit("decryption " + status, {"session": session.hex(), **(outcome or {})})
-
-    def decryptions(self) -> list[dict]:
-        rows = self._db.execute("SELECT session, request, requester, status, outcome, record_dir, created "
-                                "FROM decryptions ORDER BY created").fetchall()
-        return [{"session": bytes(r[0]), "request": bytes(r[1]), "requester": r[2], "status": r[3],
-                 "outcome": json.loads(r[4]), "record_dir": r[5], "created": r[6]} for r in rows]
+            row = self._db.execute(f"SELECT status FROM {table} WHERE session = ?", (session,)).fetchone()
+            if row is None:
+                raise InputError(f"no {lifecycle.name} {session.hex()[:16]} in the node database")
+            lifecycle.check(row[0], status)
+            self._db.execute(f"UPDATE {table} SET status = ?, outcome = COALESCE(?, outcome) WHERE session = ?",
+                             (str(status), json.dumps(outcome) if outcome is not None else None, session))
+            self._audit(f"{lifecycle.name} {status}", {"session": session.hex(), **(outcome or {})})
 
     # --- key custody ------------------------------------------------------------------------------
 

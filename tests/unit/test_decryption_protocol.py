@@ -52,15 +52,16 @@ from node.protocol.decryption import (
     DecryptionContext, DecryptionGuardian, DecryptionRequest, DecryptionTranscript, Item, MalformedMessage,
     parse_request, statements_digest,
 )
+from node.protocol.waiting import LinkView
 from node.services.decryption_policy import REQUIRED_STEPS, PolicyRefusal, check_record
 from node.record import codec, layout
 from node.record.ballot_box import BallotBox
-from node.cli.record import encrypt_records
+from node.record.encrypt import encrypt_records
 from node.record.decrypted import (
     JointResult, challenged_record, quorum, tally_record, tally_statements, write_decryptions,
 )
 from node.record.local import write_election
-from node.verifier.steps import verify_record
+from node.verifier import verify_record
 
 N, K = 5, 3
 ALL = tuple(range(1, N + 1))
@@ -171,6 +172,11 @@ class Node:
     faults: list = field(default_factory=list)       # (sender, type, MalformedMessage text)
 
 
+def linked(*guardians: int) -> dict[int, LinkView]:
+    """The coordinator's links: to these guardians (itself among them), none to the others."""
+    return {i: LinkView(True) for i in guardians}
+
+
 def _persist(state: dict) -> dict:
     return json.loads(json.dumps(state))             # what the runtime seals: JSON
 
@@ -190,7 +196,7 @@ class Net:
         self.alter: dict[int, Callable] = {}
         self.held: set[tuple[int, int]] = set()      # (sender, receiver): held back, in order
         self.rng = rng
-        self.expected = None                         # the coordinator's linked guardians, when set
+        self.links = None                            # the coordinator's links, when set (default: to all)
         self.cls = dict(cls or {})
         self.keys = dict(keys or {})
         self.ctxs = dict(ctxs or {})
@@ -242,7 +248,7 @@ class Net:
         acted = False
         for i in sorted(self.nodes):
             node = self.nodes[i]
-            sends = node.g.act(self.clock) if self.expected is None else node.g.act(self.clock, self.expected)
+            sends = node.g.act(self.clock, self.links)
             if not sends:
                 continue
             acted = True
@@ -414,7 +420,7 @@ def test_exactly_k_present_wait_for_the_gather_timeout(env):
     assert t.available() == [1, 2, 3] and t.absent() == [4, 5]
     assert t.next_round(TIMEOUT - 0.01) is None
     assert t.next_round(TIMEOUT) == [1, 2, 3]
-    assert t.deadline() == TIMEOUT
+    assert t.deadline(net.clock) == TIMEOUT
     net.clock = TIMEOUT
     assert net.run()
     t = net.coord
@@ -453,11 +459,11 @@ def test_stalled_names_who_is_missing_once_the_gather_timeout_is_past(env):
     net = Net(env, running=(1, 2))
     assert not net.pump()
     t = net.coord
-    assert t.stalled(TIMEOUT - 1) is None
-    assert t.stalled(TIMEOUT) == [3, 4, 5]
+    assert t.stalled(TIMEOUT - 1, linked(1, 2)) is None
+    assert t.stalled(TIMEOUT, linked(1, 2)) == [3, 4, 5]
     net.start(3)
     net.pump()
-    assert t.stalled(TIMEOUT) is None                            # three are enough to go on
+    assert t.stalled(TIMEOUT, linked(1, 2, 3)) is None           # three are enough to go on
 
 
 def test_guardians_linked_but_still_verifying_are_not_a_stall(env):
@@ -466,26 +472,26 @@ def test_guardians_linked_but_still_verifying_are_not_a_stall(env):
     net = Net(env, running=(1, 2))
     assert not net.pump()
     t = net.coord
-    assert t.stalled(TIMEOUT, expected={1, 2, 3}) is None          # 3 is linked: verifying, presumably
-    assert t.stalled(10 * TIMEOUT, expected={1, 2, 3}) == [3, 4, 5]
-    assert t.stalled(TIMEOUT, expected={1, 2}) == [3, 4, 5]          # nobody else to wait for
+    assert t.stalled(TIMEOUT, linked(1, 2, 3)) is None             # 3 is linked: verifying, presumably
+    assert t.stalled(10 * TIMEOUT, linked(1, 2, 3)) == [3, 4, 5]
+    assert t.stalled(TIMEOUT, linked(1, 2)) == [3, 4, 5]             # nobody else to wait for
 
 
 def test_coordinator_waits_only_for_the_guardians_it_has_links_to(env):
     net = Net(env, running=(1, 2, 3))
-    net.expected = {1, 2, 3}
+    net.links = linked(1, 2, 3)
     assert net.run(timeouts=0)                                    # no gather timeout
     assert net.clock == 0.0 and net.coord.rounds[0].present == (1, 2, 3)
     check_decryption(env, net.coord.result)
     t = DecryptionTranscript(net.request, env.dctx, 0.0)
     for i in (1, 2):
         t.receive(i, "decrypt-ready", {"statements": env.dctx.digest, "after_round": 0}, 0.0)
-    assert t.next_round(0.0, {1, 2}) is None                     # fewer than k ready
-    assert t.next_round(0.0, {1, 2, 4}) is None                  # 4 is linked and not ready yet
+    assert t.next_round(0.0, linked(1, 2)) is None               # fewer than k ready
+    assert t.next_round(0.0, linked(1, 2, 4)) is None            # 4 is linked and not ready yet
     t.receive(4, "decrypt-refuse", {"reason": "no"}, 0.0)
-    assert t.next_round(0.0, {1, 2, 4}) is None and t.next_round(TIMEOUT, {1, 2, 4}) is None
+    assert t.next_round(0.0, linked(1, 2, 4)) is None and t.next_round(TIMEOUT, linked(1, 2, 4)) is None
     t.receive(3, "decrypt-ready", {"statements": env.dctx.digest, "after_round": 0}, 0.0)
-    assert t.next_round(0.0, {1, 2, 3, 4}) == [1, 2, 3]         # the refusing one is not waited for
+    assert t.next_round(0.0, linked(1, 2, 3, 4)) == [1, 2, 3]   # the refusing one is not waited for
 
 
 def test_without_the_coordinator_no_round_opens(env):
@@ -510,7 +516,7 @@ def _kill_two_after_shares(env, step="commitments", **kw) -> Net:
     r1 = net.coord.rounds[0]
     assert r1.step == step and r1.waiting_for() == [4, 5]
     assert net.coord.next_round(net.clock) is None
-    assert net.coord.deadline() == r1.step_started + TIMEOUT
+    assert net.coord.deadline(net.clock) == r1.step_started + TIMEOUT
     net.clock += TIMEOUT + 1
     assert net.pump(lambda n: len(n.coord.rounds) == 2)
     return net
