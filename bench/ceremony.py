@@ -6,8 +6,8 @@ The nodes are made as an operator would: `guardian init` each, `guardian roster 
 one roster.toml, `guardian run` each (node.toml defaults, but re-dials within a second). The
 heartbeat stays at its 5 s default: a node computes the ceremony's exponentiations on its event
 loop, and at n=15 on two cores a step can outlast three 1-second heartbeats, which drops links.
-Node 1 proposes the election (the 8-contest, 68-option manifest of ../shared/bench, else the
-embedded demo manifest), every node accepts over its control socket, and the clock runs from the
+Node 1 proposes the election (--manifest, else the 8-contest, 68-option manifest of ../shared/bench,
+else the embedded copy of it), every node accepts over its control socket, and the clock runs from the
 last accept until every node reports the ceremony complete. Each node's ceremony-status is polled
 every POLL seconds meanwhile: the first time a node is seen in a phase gives that node's phase
 times (phases shorter than one poll may be skipped; a busy node answers late, so they are
@@ -33,17 +33,16 @@ from pathlib import Path
 import trio
 
 ROOT = Path(__file__).resolve().parent.parent
-for extra in (ROOT, ROOT / "tests"):
-    if str(extra) not in sys.path:
-        sys.path.insert(0, str(extra))
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 
 from node.cli.node import load_election_file  # noqa: E402
+from node.daemon.control import control_request  # noqa: E402
 from node.protocol.election_config import default_phase_timeout  # noqa: E402
-from node.daemon.node import control_request  # noqa: E402
 from node.testing.processes import Cluster, all_connected, eventually, guardian, roster_block  # noqa: E402
 
-SHARED_MANIFEST = ROOT.parent / "shared" / "bench" / "manifest-8x68.json"
-EMBEDDED_MANIFEST = ROOT / "node" / "data" / "demo-manifest.json"
+from bench.manifest import bench_manifest  # noqa: E402
+
 PHASES = ("keys", "echo", "shares", "check", "complaints", "result", "complete")
 POLL = 0.05
 NETWORK = {"heartbeat_seconds": 5.0, "redial_initial_seconds": 0.1, "redial_max_seconds": 1.0}
@@ -74,7 +73,7 @@ def make_cluster(n: int, prefix: str = "g") -> Cluster:
 
 
 def write_election(directory: Path, quorum: int, timeout: float, manifest: Path | None = None) -> Path:
-    manifest = manifest or (SHARED_MANIFEST if SHARED_MANIFEST.exists() else EMBEDDED_MANIFEST)
+    manifest = bench_manifest(manifest)
     path = directory / f"election-k{quorum}.toml"
     path.write_text(f'election = "Benchmark election"\nmanifest = "{manifest}"\nquorum = {quorum}\n'
                     f"phase_timeout_seconds = {timeout}\n")
@@ -94,7 +93,7 @@ async def _ask(node, cmd: str, **fields):
     return await control_request(node.socket, {"cmd": cmd, **fields}, timeout=CONTROL_TIMEOUT)
 
 
-async def _run(n: int, k: int, timeout: float) -> dict:
+async def _run(n: int, k: int, timeout: float, manifest: Path) -> dict:
     setup = time.perf_counter()
     cluster = await trio.to_thread.run_sync(make_cluster, n)
     try:
@@ -102,7 +101,7 @@ async def _run(n: int, k: int, timeout: float) -> dict:
         await cluster.start(*nodes)
         await all_connected(nodes, 60 + 3 * n)
         setup = time.perf_counter() - setup
-        election = load_election_file(write_election(cluster.base, k, timeout))
+        election = load_election_file(write_election(cluster.base, k, timeout, manifest))
         session = (await _ask(nodes[0], "ceremony-propose", election=election))["session"]
 
         async def proposed():
@@ -172,7 +171,7 @@ async def _run(n: int, k: int, timeout: float) -> dict:
         if reached:
             phase_reached[phase] = round(max(reached), 2)
     return {
-        "benchmark": "ceremony", "nodes": n, "quorum": k,
+        "benchmark": "ceremony", "nodes": n, "quorum": k, "manifest": manifest.name,
         "ceremony_seconds": round(total, 2),
         "first_complete_seconds": round(min(done.values()), 2),
         "phase_seconds": phase_seconds,
@@ -184,8 +183,9 @@ async def _run(n: int, k: int, timeout: float) -> dict:
     }
 
 
-def bench_ceremony(nodes: int, quorum: int, phase_timeout: float | None = None) -> dict:
+def bench_ceremony(nodes: int, quorum: int, phase_timeout: float | None = None,
+                   manifest: Path | None = None) -> dict:
     """phase_timeout: the election's phase_timeout_seconds (default: the node's default, 30 + 6 n)."""
     if not 1 <= quorum <= nodes:
         raise ValueError("need 1 <= quorum <= nodes")
-    return trio.run(_run, nodes, quorum, phase_timeout or default_phase_timeout(nodes))
+    return trio.run(_run, nodes, quorum, phase_timeout or default_phase_timeout(nodes), bench_manifest(manifest))

@@ -4,7 +4,7 @@
 object on its last line.
 
 Set-up (not timed): `guardian init` n nodes, one roster, `guardian run` each; the key ceremony on
-the 8-contest, 68-option manifest of ../shared/bench (else the embedded demo manifest); a record
+--manifest, else the 8-contest, 68-option manifest of ../shared/bench, else the embedded copy of it; a record
 made from node 1's ceremony export with `guardian encrypt` (random full ballots), `guardian ballots
 submit` (the last --challenged of them challenged) and `guardian tally`. Then the `--missing`
 highest-numbered nodes are stopped, and node 1 is asked to decrypt (`decrypt-request` on its
@@ -35,10 +35,12 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.ceremony import EMBEDDED_MANIFEST, SHARED_MANIFEST, _ask, make_cluster, write_election  # noqa: E402
 from node.cli.node import load_election_file  # noqa: E402
 from node.protocol.election_config import default_phase_timeout  # noqa: E402
 from node.testing.processes import all_connected, eventually, guardian  # noqa: E402
+
+from bench.ceremony import _ask, make_cluster, write_election  # noqa: E402
+from bench.manifest import bench_manifest  # noqa: E402
 
 
 def _plaintexts(manifest: dict, count: int, rng: random.Random) -> str:
@@ -81,8 +83,8 @@ async def _ceremony(nodes, base: Path, k: int, manifest: Path) -> str:
     return await eventually(complete, 600, "the ceremony completes", interval=0.2)
 
 
-async def _run(n: int, k: int, missing: int, ballots: int, challenged: int, timeout: float) -> dict:
-    manifest_path = SHARED_MANIFEST if SHARED_MANIFEST.exists() else EMBEDDED_MANIFEST
+async def _run(n: int, k: int, missing: int, ballots: int, challenged: int, timeout: float,
+               manifest_path: Path) -> dict:
     cluster = await trio.to_thread.run_sync(make_cluster, n)
     try:
         nodes = cluster.nodes
@@ -155,9 +157,9 @@ async def _run(n: int, k: int, missing: int, ballots: int, challenged: int, time
 
 
 def bench_decrypt(nodes: int, quorum: int, missing: int, ballots: int, challenged: int = 1,
-                  timeout: float = 30.0) -> dict:
+                  timeout: float = 30.0, manifest: Path | None = None) -> dict:
     if not 1 <= quorum <= nodes - missing:
         raise ValueError("need 1 <= quorum <= nodes - missing")
     if not 0 <= challenged < ballots:
         raise ValueError("need 0 <= challenged < ballots")
-    return trio.run(_run, nodes, quorum, missing, ballots, challenged, timeout)
+    return trio.run(_run, nodes, quorum, missing, ballots, challenged, timeout, bench_manifest(manifest))

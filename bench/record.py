@@ -25,12 +25,11 @@ from node.crypto.manifest import Manifest, parse_manifest  # noqa: E402
 from node.compute import worker_count  # noqa: E402
 from node.record import codec  # noqa: E402
 from node.record.ballot_box import BallotBox, Submission  # noqa: E402
-from node.cli.record import encrypt_records  # noqa: E402
+from node.record.encrypt import encrypt_records  # noqa: E402
 from node.record.local import create_local_election, decrypt_into_record  # noqa: E402
-from node.verifier.steps import passed, verify_record  # noqa: E402
+from node.verifier import passed, verify_record  # noqa: E402
 
-SHARED_MANIFEST = ROOT.parent / "shared" / "bench" / "manifest-8x68.json"
-EMBEDDED_MANIFEST = ROOT / "node" / "data" / "demo-manifest.json"
+from bench.manifest import bench_manifest  # noqa: E402
 
 
 def full_ballots(manifest: Manifest, count: int, rng: random.Random) -> list[PlaintextBallot]:
@@ -47,10 +46,10 @@ def full_ballots(manifest: Manifest, count: int, rng: random.Random) -> list[Pla
     return out
 
 
-def bench_record(ballots: int) -> dict:
+def bench_record(ballots: int, manifest: Path | None = None) -> dict:
     if ballots < 2:
         raise SystemExit("bench record: need at least 2 ballots (one is challenged)")
-    manifest_path = SHARED_MANIFEST if SHARED_MANIFEST.exists() else EMBEDDED_MANIFEST
+    manifest_path = bench_manifest(manifest)
     manifest = parse_manifest(manifest_path.read_bytes())
     workers = worker_count()
     with tempfile.TemporaryDirectory(prefix="bench-record-") as tmp:
