@@ -7,6 +7,27 @@ selection limits, and writes the canonical JSON bytes that H_B hashes (eq 5).
 
 Pure functions and frozen dataclasses: no I/O, no logging. Every problem with a
 manifest raises ManifestError naming the offending object by index and label.
+
+Two ways to read. Strict (the default) is for every manifest this project
+creates, proposes or accepts from a peer: each MUST holds or the manifest is
+refused. Lenient (`strict=False`) is for a manifest read from a record that
+another tool wrote, so that an auditor can verify that record: the deviations
+other ElectionGuard tools are known to write are accepted when their meaning is
+unambiguous, each is named in `Manifest.deviations`, and the manifest hashes as
+its writer hashed it, over the canonical JSON of the manifest as written
+(`Manifest.canonical_bytes`). The deviations accepted are:
+
+  - a label with line breaks, where a single space would be allowed in its
+    place (the serialization spec's own example manifest has such labels,
+    although "Labels" says they MUST NOT);
+  - `contest_options` where 2.1 says `options` (manifests of the 2.0 era), when
+    the contest does not also have `options`;
+  - a stated `selection_limit` of 1, which canonical form omits ("Selection Limits");
+  - properties out of the specified order ("Order of properties in objects");
+  - file bytes that are not the canonical form (whitespace, escapes); the
+    canonical form of the manifest as written is what is hashed.
+
+Everything else is refused as in strict mode.
 """
 
 from __future__ import annotations
@@ -39,6 +60,8 @@ _FORBIDDEN_SPACES = {"\u00a0": "U+00A0 NO-BREAK SPACE", "\u202f": "U+202F NARROW
 
 _TOP_KEYS = ("label", "contests", "ballot_styles")
 _CONTEST_KEYS = ("label", "selection_limit", "options")
+_OLD_OPTIONS_KEY = "contest_options"     # the 2.0-era name of a contest's "options"
+_OLD_CONTEST_KEYS = ("label", "selection_limit", _OLD_OPTIONS_KEY)
 _OPTION_KEYS = ("label", "selection_limit")
 _STYLE_KEYS = ("label", "contests")
 
@@ -115,11 +138,19 @@ class BallotStyle:
 
 @dataclass(frozen=True)
 class Manifest:
-    """A validated election manifest. Build it with `parse_manifest`."""
+    """A validated election manifest. Build it with `parse_manifest`.
+
+    `deviations` names each departure from the 2.1 MUST rules that a lenient read
+    accepted (empty for every strictly parsed manifest); `as_written` is then the
+    canonical JSON of the manifest as its writer wrote it, when that differs from
+    this project's canonical form, and `canonical_bytes` returns it.
+    """
 
     label: str
     contests: tuple[Contest, ...]
     ballot_styles: tuple[BallotStyle, ...]
+    deviations: tuple[str, ...] = field(default=(), compare=False)
+    as_written: bytes | None = field(default=None, repr=False)
     _contest_by_label: dict = field(init=False, repr=False, compare=False, hash=False)
     _style_by_label: dict = field(init=False, repr=False, compare=False, hash=False)
 
@@ -158,7 +189,14 @@ class Manifest:
         }
 
     def canonical_bytes(self) -> bytes:
-        """The canonical JSON (serialization spec "Canonical form"): the `manifest` of eq 5."""
+        """The canonical JSON (serialization spec "Canonical form"): the `manifest` of eq 5.
+
+        For a manifest read leniently from another tool, the canonical JSON of the
+        manifest as written (its property names, order and stated limits kept), which
+        is what its writer hashed.
+        """
+        if self.as_written is not None:
+            return self.as_written
         return canonical_json(self.to_json_dict())
 
 
@@ -331,13 +369,51 @@ def label_problem(label: str) -> str | None:
     return None
 
 
-def _check_label(x: object, where: str) -> str:
+class _Lenient:
+    """The deviations a lenient read accepted, in document order, each naming its field by JSON path."""
+
+    def __init__(self) -> None:
+        self.deviations: list[str] = []
+
+    def note(self, text: str) -> None:
+        self.deviations.append(text)
+
+
+def _line_breaks_as_spaces(label: str) -> str:
+    """`label` with each line break (CR LF counted as one, UAX #14) replaced by a single space."""
+    text = label.replace("\r\n", " ")
+    return "".join(" " if ch in _LINE_BREAKS else ch for ch in text)
+
+
+def _check_label(x: object, where: str, lenient: _Lenient | None = None, path: str = "label") -> str:
     if not isinstance(x, str):
         raise ManifestError(f"{where}: 'label' must be a string, not {_json_type(x)}")
     problem = label_problem(x)
+    if problem and lenient is not None and any(ch in _LINE_BREAKS for ch in x):
+        # Read leniently, a line break is accepted where a single space would be:
+        # the label still names its item unambiguously.
+        rest = label_problem(_line_breaks_as_spaces(x))
+        if rest is None:
+            found = sorted({f"U+{ord(ch):04X}" for ch in x if ch in _LINE_BREAKS})
+            lenient.note(f"{path} contains a line break ({', '.join(found)})")
+            return x
+        raise ManifestError(f"{where}: {rest} (counting each line break as a space): {x!r}")
     if problem:
         raise ManifestError(f"{where}: {problem}: {x!r}")
     return x
+
+
+def _note_order(obj: dict, order: tuple[str, ...], path: str, lenient: _Lenient | None) -> None:
+    """Properties MUST be in the specified order ("Order of properties in objects")."""
+    if lenient is not None and list(obj) != [k for k in order if k in obj]:
+        lenient.note(f"{path} lists its properties out of the specified order ({', '.join(order)})")
+
+
+def _note_default_limit(obj: dict, path: str, lenient: _Lenient | None) -> None:
+    """A stated limit of 1, the default, MUST NOT be written in canonical form ("Selection Limits")."""
+    x = obj.get("selection_limit")
+    if lenient is not None and _is_int(x) and x == DEFAULT_LIMIT:
+        lenient.note(f"{path}.selection_limit is 1, the default, which canonical form omits")
 
 
 def _check_unique(labels: list[str], where: str, what: str) -> None:
@@ -406,13 +482,16 @@ def _given_label(obj: object) -> str | None:
 
 
 def _parse_option(
-    obj: object, where: str, j: int, contest_stated: int | str | None
+    obj: object, where: str, j: int, contest_stated: int | str | None,
+    lenient: _Lenient | None = None, path: str = "",
 ) -> tuple[str, int | str | None]:
     here = f"{where}, {_describe('option', j, _given_label(obj))}"
     _check_object(obj, here, _OPTION_KEYS, ("label",))
-    label = _check_label(obj["label"], here)
+    _note_order(obj, _OPTION_KEYS, path, lenient)
+    label = _check_label(obj["label"], here, lenient, f"{path}.label")
     here = f"{where}, {_describe('option', j, label)}"
     stated = _stated_limit(obj, here, CONTEST_LIMIT)
+    _note_default_limit(obj, path, lenient)
     if stated == CONTEST_LIMIT and contest_stated == NO_LIMIT:
         # If the contest says NO_LIMIT, every option MUST specify (or default to)
         # an integer limit ("Selection Limits").
@@ -423,14 +502,25 @@ def _parse_option(
     return label, stated
 
 
-def _parse_contest(obj: object, i: int) -> Contest:
+def _parse_contest(obj: object, i: int, lenient: _Lenient | None = None) -> Contest:
     where = _describe("contest", i, _given_label(obj))
-    _check_object(obj, where, _CONTEST_KEYS, ("label", "options"))
-    label = _check_label(obj["label"], where)
+    path = f"contests[{i - 1}]"
+    options_key, keys = "options", _CONTEST_KEYS
+    if lenient is not None and isinstance(obj, dict) and _OLD_OPTIONS_KEY in obj:
+        if "options" in obj:
+            raise ManifestError(f"{where}: has both 'options' and {_OLD_OPTIONS_KEY!r}, so which lists "
+                                f"the contest's options is ambiguous")
+        options_key, keys = _OLD_OPTIONS_KEY, _OLD_CONTEST_KEYS
+        lenient.note(f"{path} uses {_OLD_OPTIONS_KEY!r} where 2.1 says 'options'")
+    _check_object(obj, where, keys, ("label", options_key))
+    _note_order(obj, keys, path, lenient)
+    label = _check_label(obj["label"], where, lenient, f"{path}.label")
     where = _describe("contest", i, label)
     c_stated = _stated_limit(obj, where, NO_LIMIT)
-    raw_options = _check_array(obj["options"], where, "options")
-    parsed = [_parse_option(o, where, j, c_stated) for j, o in enumerate(raw_options, start=1)]
+    _note_default_limit(obj, path, lenient)
+    raw_options = _check_array(obj[options_key], where, options_key)
+    parsed = [_parse_option(o, where, j, c_stated, lenient, f"{path}.{options_key}[{j - 1}]")
+              for j, o in enumerate(raw_options, start=1)]
     _check_unique([lbl for lbl, _ in parsed], f"{where}, ", "option")
     c_eff, o_eff = _effective_limits(c_stated, [s for _, s in parsed], where)
     options = tuple(
@@ -440,10 +530,12 @@ def _parse_contest(obj: object, i: int) -> Contest:
     return Contest(index=i, label=label, stated_limit=c_stated, selection_limit=c_eff, options=options)
 
 
-def _parse_ballot_style(obj: object, i: int, n_contests: int) -> BallotStyle:
+def _parse_ballot_style(obj: object, i: int, n_contests: int, lenient: _Lenient | None = None) -> BallotStyle:
     where = _describe("ballot style", i, _given_label(obj))
+    path = f"ballot_styles[{i - 1}]"
     _check_object(obj, where, _STYLE_KEYS, _STYLE_KEYS)
-    label = _check_label(obj["label"], where)
+    _note_order(obj, _STYLE_KEYS, path, lenient)
+    label = _check_label(obj["label"], where, lenient, f"{path}.label")
     where = _describe("ballot style", i, label)
     raw = _check_array(obj["contests"], where, "contests")
     seen: set[int] = set()
@@ -460,20 +552,43 @@ def _parse_ballot_style(obj: object, i: int, n_contests: int) -> BallotStyle:
     return BallotStyle(index=i, label=label, contests=tuple(int(x) for x in raw))
 
 
-def parse_manifest(source: bytes | str | dict) -> Manifest:
-    """Parse and validate a manifest given as JSON bytes, JSON text or a parsed dict."""
+def parse_manifest(source: bytes | str | dict, *, strict: bool = True) -> Manifest:
+    """Parse and validate a manifest given as JSON bytes, JSON text or a parsed dict.
+
+    strict=True: every MUST of the serialization spec holds, or ManifestError.
+    strict=False: a manifest from another tool's record; the deviations listed in
+    this module's docstring are accepted and named in `deviations`, and
+    `canonical_bytes()` is the canonical JSON of the manifest as written. What
+    would be ambiguous is refused as in strict mode.
+    """
     if isinstance(source, (bytes, bytearray, memoryview, str)):
         data = _load_json(source)
     elif isinstance(source, dict):
         data = source
     else:
         raise ManifestError(f"manifest must be bytes, str or dict, not {type(source).__name__}")
+    lenient = None if strict else _Lenient()
     _check_object(data, "manifest", _TOP_KEYS, _TOP_KEYS)
-    label = _check_label(data["label"], "manifest")
+    _note_order(data, _TOP_KEYS, "the manifest", lenient)
+    label = _check_label(data["label"], "manifest", lenient, "label")
     raw_contests = _check_array(data["contests"], "manifest", "contests")
-    contests = tuple(_parse_contest(c, i) for i, c in enumerate(raw_contests, start=1))
+    contests = tuple(_parse_contest(c, i, lenient) for i, c in enumerate(raw_contests, start=1))
     _check_unique([c.label for c in contests], "", "contest")
     raw_styles = _check_array(data["ballot_styles"], "manifest", "ballot_styles")
-    styles = tuple(_parse_ballot_style(s, i, len(contests)) for i, s in enumerate(raw_styles, start=1))
+    styles = tuple(_parse_ballot_style(s, i, len(contests), lenient) for i, s in enumerate(raw_styles, start=1))
     _check_unique([s.label for s in styles], "", "ballot style")
-    return Manifest(label=label, contests=contests, ballot_styles=styles)
+    manifest = Manifest(label=label, contests=contests, ballot_styles=styles)
+    if lenient is None:
+        return manifest
+    written = canonical_json(data)
+    if isinstance(source, (bytes, bytearray, memoryview, str)):
+        raw = source.encode("utf-8") if isinstance(source, str) else bytes(source)
+        if raw != written:
+            lenient.note("the file is not in canonical form (whitespace or escapes); "
+                         "its canonical form is what is hashed")
+    if written == manifest.canonical_bytes():
+        written = None      # the manifest as written is already this project's canonical form
+    elif not lenient.deviations:
+        lenient.note("the manifest as written differs from this project's canonical form")
+    return Manifest(label=label, contests=contests, ballot_styles=styles,
+                    deviations=tuple(lenient.deviations), as_written=written)

@@ -732,3 +732,185 @@ def test_property_effective_limit_invariants(d):
             assert o.stated_limit == raw_o.get("selection_limit")
             if isinstance(o.stated_limit, int):
                 assert o.selection_limit <= o.stated_limit
+
+
+# ------------------------------------------------------------ lenient reading (manifests of other tools)
+# parse_manifest(..., strict=False) is for a manifest read from a record another tool wrote: known
+# deviations are accepted when unambiguous and named in `deviations`; the manifest hashes as written.
+
+VECTORS = Path(__file__).resolve().parents[1] / "vectors"
+RUST_MANIFEST = VECTORS / "electionguard-rust" / "example_artifacts" / "public" / "election_manifest_canonical.bin"
+KOTLIN_MANIFEST = VECTORS / "electionguard-kotlin-multiplatform" / "egrust-manifest" / "election_manifest_canonical.bin"
+
+
+def lenient(source):
+    return parse_manifest(source, strict=False)
+
+
+def test_lenient_read_of_a_conforming_manifest_is_the_strict_one():
+    strict = parse_manifest(base())
+    for source in (base(), strict.canonical_bytes(), strict.canonical_bytes().decode("utf-8")):
+        m = lenient(source)
+        assert m == strict and hash(m) == hash(strict)
+        assert m.deviations == () and m.as_written is None
+        assert m.canonical_bytes() == strict.canonical_bytes()
+
+
+@pytest.mark.parametrize("path", [RUST_MANIFEST, KOTLIN_MANIFEST], ids=["electionguard-rust", "kotlin"])
+def test_manifests_of_other_tools_are_refused_strictly_and_read_leniently(path):
+    data = path.read_bytes()
+    with pytest.raises(ManifestError):
+        parse_manifest(data)
+    m = lenient(data)
+    assert m.deviations and m.canonical_bytes() == data
+
+
+@pytest.mark.parametrize(
+    "label, found",
+    [
+        ("Bob Smith\n(Party)", "U+000A"),
+        ("Bob\r\nSmith", "U+000A, U+000D"),          # CR LF is one line break
+        ("Bob\u2028Smith", "U+2028"),
+        ("Bob\u0085Smith", "U+0085"),
+        ("Bob\u000bSmith", "U+000B"),
+        ("A\nB\nC", "U+000A"),
+    ],
+)
+def test_lenient_accepts_a_line_break_where_a_space_would_be(label, found):
+    d = _set(base(), ("contests", 0, "options", 1, "label"), label)
+    reject_both(copy.deepcopy(d), "line break")                         # strict: as before
+    m = lenient(d)
+    assert m.deviations == (f"contests[0].options[1].label contains a line break ({found})",)
+    assert m.contest(1).option_by_label(label).index == 2
+    assert m.canonical_bytes() == canonical_json(d)
+
+
+@pytest.mark.parametrize(
+    "path, where",
+    [
+        (("label",), "label"),
+        (("contests", 1, "label"), "contests[1].label"),
+        (("contests", 1, "options", 2, "label"), "contests[1].options[2].label"),
+        (("ballot_styles", 0, "label"), "ballot_styles[0].label"),
+    ],
+)
+def test_lenient_names_the_field_of_each_label(path, where):
+    m = lenient(_set(base(), path, "Two\nlines"))
+    assert m.deviations == (f"{where} contains a line break (U+000A)",)
+
+
+@pytest.mark.parametrize(
+    "label, problem",
+    [
+        ("Bob\n", "trailing whitespace"),
+        ("\nBob", "leading whitespace"),
+        ("Bob \nSmith", "two or more whitespace"),
+        ("Bob\n\nSmith", "two or more whitespace"),
+        ("Bob\n\u00a0Smith", "U+00A0"),
+        ("Bob\r\n\r\nSmith", "two or more whitespace"),
+    ],
+)
+def test_lenient_refuses_line_breaks_where_a_space_would_not_be_allowed(label, problem):
+    d = _set(base(), ("contests", 0, "options", 1, "label"), label)
+    with pytest.raises(ManifestError) as info:
+        lenient(d)
+    assert problem in str(info.value) and "counting each line break as a space" in str(info.value)
+    assert "contest 1 ('Mayor'), option 2" in str(info.value)
+
+
+def test_lenient_accepts_contest_options_and_hashes_it_as_written():
+    d = base()
+    d["contests"][1] = {"label": "Council", "selection_limit": 2,
+                        "contest_options": d["contests"][1].pop("options")}
+    reject_both(copy.deepcopy(d), "contest 2 ('Council')", "unknown property 'contest_options'")
+    m = lenient(d)
+    assert m.deviations == ("contests[1] uses 'contest_options' where 2.1 says 'options'",)
+    assert m.contests == parse_manifest(base()).contests
+    assert m.canonical_bytes() == canonical_json(d) != parse_manifest(base()).canonical_bytes()
+    assert b'"contest_options"' in m.canonical_bytes()
+    assert m != parse_manifest(base())              # another manifest file, another H_B
+    # H_B (eq 5) is over the manifest as written
+    from node.crypto.election import ElectionParameters
+    from node.crypto.hashing import election_base_hash
+    from node.crypto.params import TOY_64
+    params = ElectionParameters(TOY_64, 3, 2, m)
+    assert params.h_b == election_base_hash(params.h_p, canonical_json(d))
+
+
+def test_lenient_refuses_both_options_and_contest_options():
+    d = base()
+    d["contests"][0]["contest_options"] = [{"label": "Zed"}]
+    with pytest.raises(ManifestError, match="both 'options' and 'contest_options'.*ambiguous"):
+        lenient(d)
+
+
+def test_lenient_keeps_a_stated_default_limit():
+    d = base()
+    d["contests"][0] = {"label": "Mayor", "selection_limit": 1,
+                        "options": [{"label": "Alice", "selection_limit": 1}, {"label": "Bob"}]}
+    strict = parse_manifest(copy.deepcopy(d))                        # accepted, written without them
+    assert b'"selection_limit":1' not in strict.canonical_bytes()
+    m = lenient(d)
+    assert m.deviations == (
+        "contests[0].selection_limit is 1, the default, which canonical form omits",
+        "contests[0].options[0].selection_limit is 1, the default, which canonical form omits",
+    )
+    assert m.canonical_bytes() == canonical_json(d)
+    assert m.contests == strict.contests
+
+
+def test_lenient_keeps_the_order_as_written():
+    d = base()
+    out_of_order = {"contests": d["contests"], "label": d["label"], "ballot_styles": d["ballot_styles"]}
+    out_of_order["contests"][0] = {"options": d["contests"][0]["options"], "label": "Mayor"}
+    assert parse_manifest(copy.deepcopy(out_of_order)).canonical_bytes() == parse_manifest(base()).canonical_bytes()
+    m = lenient(out_of_order)
+    assert m.deviations == (
+        "the manifest lists its properties out of the specified order (label, contests, ballot_styles)",
+        "contests[0] lists its properties out of the specified order (label, selection_limit, options)",
+    )
+    assert m.canonical_bytes() == canonical_json(out_of_order)
+
+
+def test_lenient_file_not_in_canonical_form():
+    canonical = parse_manifest(base()).canonical_bytes()
+    pretty = json.dumps(base(), indent=2, ensure_ascii=True)
+    for source in (pretty, pretty.encode("ascii")):
+        m = lenient(source)
+        assert m.deviations == ("the file is not in canonical form (whitespace or escapes); "
+                                "its canonical form is what is hashed",)
+        assert m.canonical_bytes() == canonical
+
+
+@pytest.mark.parametrize(
+    "change, fragments",
+    [
+        (lambda d: d["contests"][0].update(extra=1), ("unknown property 'extra'",)),
+        (lambda d: d["contests"][0]["options"].append({"label": "Alice"}), ("label duplicates",)),
+        (lambda d: d["contests"][1].update(selection_limit=0), ("selection_limit 0",)),
+        (lambda d: d["ballot_styles"][0].update(contests=[1, 3]), ("out of range",)),
+        (lambda d: d.update(label="Two  spaces"), ("two or more whitespace",)),
+        (lambda d: d["contests"][0].pop("options"), ("missing required property 'options'",)),
+    ],
+)
+def test_lenient_still_refuses_everything_else(change, fragments):
+    d = base()
+    change(d)
+    with pytest.raises(ManifestError) as info:
+        lenient(d)
+    for frag in fragments:
+        assert frag in str(info.value)
+
+
+def test_strict_is_keyword_only():
+    with pytest.raises(TypeError):
+        parse_manifest(base(), False)
+
+
+@settings(max_examples=100, deadline=None)
+@given(manifest_dicts())
+def test_property_lenient_agrees_with_strict_on_valid_manifests(d):
+    canonical = parse_manifest(copy.deepcopy(d)).canonical_bytes()
+    strict = parse_manifest(canonical)
+    m = lenient(canonical)
+    assert m == strict and m.deviations == () and m.canonical_bytes() == canonical
