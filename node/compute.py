@@ -1,7 +1,10 @@
-"""CPU-bound checks spread over every core, at the edge of the program (crypto stays pure).
+"""The process pool: CPU-bound work of one election spread over every core (crypto stays pure).
 
-Workers receive the ElectionContext once, through the pool initializer, and
-rebuild its fixed-base tables on their side; each task then sends only one ballot.
+A task is a module-level function called as function(ctx, item). The workers
+receive the ElectionContext once, through the pool initializer; each task then
+sends only its item. Workers are forked where the platform allows, so that they
+share the fixed-base tables the parent built once; spawned workers rebuild them.
+Results come back in the order of the items.
 """
 
 from __future__ import annotations
@@ -9,14 +12,35 @@ from __future__ import annotations
 import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
-from typing import Callable, Sequence, TypeVar
+from functools import partial
+from typing import Callable, Iterable, Iterator, Sequence, TypeVar
 
 from node.crypto.ballot import EncryptedBallot, verify_ballot
 from node.crypto.election import ElectionContext
 from node.crypto.errors import GuardianError
 
 T = TypeVar("T")
+R = TypeVar("R")
+CHUNKS_PER_WORKER = 8        # enough chunks to even out uneven items, few enough to keep pickling cheap
+
 _context: ElectionContext | None = None
+
+
+def worker_count() -> int:
+    """The cores this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return max(1, os.cpu_count() or 1)
+
+
+def chunk_size(items: int, workers: int) -> int:
+    return max(1, items // (CHUNKS_PER_WORKER * workers))
+
+
+def _start_method():
+    methods = multiprocessing.get_all_start_methods()
+    return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
 
 
 def _init(ctx: ElectionContext) -> None:
@@ -24,38 +48,72 @@ def _init(ctx: ElectionContext) -> None:
     _context = ctx
 
 
-def _verify_one(ballot: EncryptedBallot) -> str | None:
+def _call(function: Callable[[ElectionContext, T], R], item: T) -> R:
+    return function(_context, item)
+
+
+class Pool:
+    """Worker processes that hold one election context. Use `with Pool(ctx, workers) as pool:`.
+
+    The processes start at the first map of two items or more; shorter maps,
+    and every map when workers is 1, run in this process.
+    """
+
+    def __init__(self, ctx: ElectionContext, workers: int | None = None) -> None:
+        self.ctx = ctx
+        self.workers = workers or worker_count()
+        self._executor: ProcessPoolExecutor | None = None
+
+    def __enter__(self) -> "Pool":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown()
+            self._executor = None
+
+    def map(self, function: Callable[[ElectionContext, T], R], items: Sequence[T],
+            progress: Callable[[int, int], None] | None = None) -> Iterator[R]:
+        """function(ctx, item) for each item, in order; progress(done, total) after each."""
+        total = len(items)
+        if self.workers == 1 or total < 2:
+            results: Iterable[R] = (function(self.ctx, item) for item in items)
+        else:
+            results = self._start(total).map(partial(_call, function), items,
+                                              chunksize=chunk_size(total, self.workers))
+        for done, result in enumerate(results, start=1):
+            yield result
+            if progress:
+                progress(done, total)
+
+    def _start(self, items: int) -> ProcessPoolExecutor:
+        if self._executor is None:
+            self.ctx.g_table, self.ctx.k_table, self.ctx.k_hat_table    # built before the fork, then shared
+            self._executor = ProcessPoolExecutor(min(self.workers, items), mp_context=_start_method(),
+                                                 initializer=_init, initargs=(self.ctx,))
+        return self._executor
+
+
+def map_tasks(ctx: ElectionContext, function: Callable[[ElectionContext, T], R], items: Sequence[T],
+              workers: int | None = None, progress: Callable[[int, int], None] | None = None) -> Iterator[R]:
+    """function(ctx, item) for each item on a pool of its own, in order, as the results come."""
+    with Pool(ctx, workers) as pool:
+        yield from pool.map(function, items, progress)
+
+
+def ballot_failure(ctx: ElectionContext, ballot: EncryptedBallot) -> str | None:
+    """Why the ballot's proofs and codes do not verify, or None."""
     try:
-        verify_ballot(_context, ballot)
+        verify_ballot(ctx, ballot)
     except GuardianError as e:
         return str(e)
     return None
 
 
-def worker_count() -> int:
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
-
-
 def verify_ballots(ctx: ElectionContext, ballots: Sequence[EncryptedBallot], workers: int | None = None,
-                   progress: Callable[[int], None] | None = None) -> list[str | None]:
+                   progress: Callable[[int, int], None] | None = None) -> list[str | None]:
     """verify_ballot for each ballot, on every core; returns None or the refusal for each, in order."""
-    workers = workers or worker_count()
-    if workers == 1 or len(ballots) < 2:
-        results = []
-        for ballot in ballots:
-            try:
-                verify_ballot(ctx, ballot)
-                results.append(None)
-            except GuardianError as e:
-                results.append(str(e))
-            if progress:
-                progress(len(results))
-        return results
-    mp = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
-    with ProcessPoolExecutor(workers, mp_context=mp, initializer=_init, initargs=(ctx,)) as pool:
-        results = []
-        for result in pool.map(_verify_one, ballots, chunksize=max(1, len(ballots) // (4 * workers))):
-            results.append(result)
-            if progress:
-                progress(len(results))
-        return results
+    return list(map_tasks(ctx, ballot_failure, ballots, workers, progress))

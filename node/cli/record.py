@@ -13,27 +13,17 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import multiprocessing
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
-from typing import Callable, Iterator, Sequence, TextIO
+from typing import Sequence, TextIO
 
-from node.crypto.ballot import (
-    BallotChain, EncryptedBallot, PlaintextBallot, confirmation_code, election_id, encrypt_ballot,
-    identifier_hash, signature_content,
-)
 from node.cli.args import guardian_list, positive_int
-from node.crypto.ballot_signature import sign_ballot
-from node.crypto.election import ElectionContext
-from node.crypto.errors import GuardianError, InputError
+from node.crypto.errors import InputError
 
 from node.record import codec, layout
 
-CHAIN_STATE = ".device-chains.json"
 PROGRESS_EVERY = 2.0          # seconds between progress lines on long runs
-BULK_WINDOW_FROM = 64         # ballots per worker from which 12-bit fixed-base tables pay for themselves
 
 
 # --------------------------------------------------------------------------- argument types
@@ -198,115 +188,11 @@ def run_decrypt_local(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------- encrypt
 
-_worker_ctx: ElectionContext | None = None
-
-
-def _init_encrypt_worker(ctx: ElectionContext) -> None:
-    global _worker_ctx
-    _worker_ctx = ctx
-
-
-def _encrypt_one(task: tuple[PlaintextBallot, str]) -> EncryptedBallot | str:
-    try:
-        return encrypt_ballot(_worker_ctx, task[0], task[1])
-    except GuardianError as e:
-        return str(e)
-
-
-def encrypt_many(ctx: ElectionContext, plaintexts: Sequence[PlaintextBallot], device: str,
-                 workers: int | None = None,
-                 progress: Callable[[int, int], None] | None = None) -> Iterator[EncryptedBallot | str]:
-    """Encrypt on every core, in input order; each result is a ballot (unchained) or the refusal's reason.
-
-    The chaining field enters only the confirmation code (eq 71), so the ballots
-    are encrypted in parallel and chained afterwards, in order.
-    """
-    from node.compute import worker_count
-
-    workers = min(workers or worker_count(), max(1, len(plaintexts)))
-    global _worker_ctx
-    if workers == 1:
-        _worker_ctx = ctx
-        for done, ballot in enumerate(plaintexts, start=1):
-            yield _encrypt_one((ballot, device))
-            if progress:
-                progress(done, len(plaintexts))
-        return
-    ctx.g_table, ctx.k_table, ctx.k_hat_table    # built before the fork, shared by the workers
-    methods = multiprocessing.get_all_start_methods()
-    mp = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-    from concurrent.futures import ProcessPoolExecutor
-
-    with ProcessPoolExecutor(workers, mp_context=mp, initializer=_init_encrypt_worker, initargs=(ctx,)) as pool:
-        tasks = [(b, device) for b in plaintexts]
-        for done, result in enumerate(pool.map(_encrypt_one, tasks, chunksize=max(1, len(tasks) // (8 * workers))),
-                                      start=1):
-            yield result
-            if progress:
-                progress(done, len(plaintexts))
-
-
-def read_plaintexts(lines: Iterator[str]) -> tuple[list[PlaintextBallot], list[tuple[str, str]]]:
-    """Parse JSON lines into plaintext ballots; bad lines become (what, reason) refusals."""
-    ballots, refused, seen = [], [], {}
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        what = f"line {number}"
-        try:
-            obj = codec.load_json(line.encode("utf-8", "surrogatepass"), what)
-            ballot = codec.plaintext_from_json(obj, what)
-        except GuardianError as e:
-            refused.append((what, str(e)))
-            continue
-        except UnicodeEncodeError:
-            refused.append((what, "not valid UTF-8"))
-            continue
-        what = f"ballot {ballot.ballot_id!r} (line {number})"
-        try:
-            layout.check_ballot_id(ballot.ballot_id)
-        except InputError as e:
-            refused.append((what, str(e)))
-            continue
-        folded = ballot.ballot_id.lower()
-        if folded in seen:
-            refused.append((what, f"duplicate ballot id: the same as line {seen[folded]}"))
-            continue
-        seen[folded] = number
-        ballots.append(ballot)
-    return ballots, refused
-
-
-def utc_now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def encrypt_records(ctx: ElectionContext, plaintexts: Sequence[PlaintextBallot], device: str,
-                    chain: BallotChain | None = None, workers: int | None = None,
-                    progress: Callable[[int, int], None] | None = None
-                    ) -> Iterator[tuple[PlaintextBallot, codec.BallotRecord | str]]:
-    """Encrypt, chain (when `chain` is given, advancing it) and sign; yield (plaintext, record or refusal)."""
-    for plain, result in zip(plaintexts, encrypt_many(ctx, plaintexts, device, workers, progress)):
-        if isinstance(result, str):
-            prefix = f"ballot {plain.ballot_id!r}: "
-            yield plain, result[len(prefix):] if result.startswith(prefix) else result
-            continue
-        ballot = result
-        h_i = identifier_hash(ctx.h_e, ballot.selection_identifier)                            # eq 32
-        if chain is not None:
-            field = chain.next_field()                                                          # eq 76
-            code = confirmation_code(h_i, [c.contest_hash for c in ballot.contests], field)     # eq 71
-            ballot = replace(ballot, chaining_field=field, confirmation_code=code)
-            chain.advance(code)
-        created = utc_now()
-        signature = sign_ballot(ballot.ballot_id, election_id(ctx), signature_content(ctx, ballot, created))
-        yield plain, codec.BallotRecord(ballot, codec.ENCRYPTED, ctx.h_e, created, h_i, signature)
-
 
 def run_encrypt(args: argparse.Namespace) -> int:
     from node.compute import worker_count
-
-    from node.verifier.steps import open_election
+    from node.record.election import open_election
+    from node.record.encrypt import bulk_context, encrypt_into, load_chain, read_plaintexts
 
     election = open_election(args.election)
     ctx = election.context
@@ -334,44 +220,18 @@ def run_encrypt(args: argparse.Namespace) -> int:
     for what, reason in refused:
         print(f"refused {what}: {reason}", file=sys.stderr)
     refused_count = len(refused)
-    if len(fresh) / (args.workers or worker_count()) >= BULK_WINDOW_FROM:
-        ctx = ElectionContext(ctx.parameters, ctx.joint_key, ctx.joint_data_key, window=12)
-    chain = _load_chain(out, ctx, args.device) if args.chaining else None
+    ctx = bulk_context(ctx, len(fresh), args.workers or worker_count())
+    chain = load_chain(out, ctx, args.device) if args.chaining else None
     encrypted = 0
-    for plain, rec in encrypt_records(ctx, fresh, args.device, chain, args.workers, Progress("encrypt")):
+    for plain, rec in encrypt_into(out, ctx, fresh, args.device, chain, args.workers, Progress("encrypt")):
         if isinstance(rec, str):
             print(f"refused ballot {plain.ballot_id!r}: {rec}", file=sys.stderr)
             refused_count += 1
             continue
-        layout.atomic_write(out / f"{rec.ballot_id}.json", codec.canonical_bytes(codec.ballot_to_json(ctx.group, rec)))
-        if chain is not None:      # saved after the ballot, so the state never runs ahead of the files
-            _save_chain(out, ctx, chain)
         encrypted += 1
         print(f"encrypted {rec.ballot_id}  confirmation code {rec.ballot.confirmation_code.hex().upper()}", flush=True)
     print(f"{encrypted} ballots encrypted into {out}" + (f", {refused_count} refused" if refused_count else ""))
     return 1 if refused_count else 0
-
-
-def _load_chain(out: Path, ctx: ElectionContext, device: str) -> BallotChain:
-    path = out / CHAIN_STATE
-    chain = BallotChain(ctx.h_e, device)
-    if path.exists():
-        state = codec.load_json(path.read_bytes(), str(path))
-        if not isinstance(state, dict) or state.get("h_e") != codec.hex_hash(ctx.h_e):
-            raise InputError(f"{path}: chaining state of another election; use another --out directory")
-        last = state.get("devices", {}).get(device)
-        if last is not None:
-            chain.last = bytes.fromhex(last)
-    return chain
-
-
-def _save_chain(out: Path, ctx: ElectionContext, chain: BallotChain) -> None:
-    path = out / CHAIN_STATE
-    state = {"h_e": codec.hex_hash(ctx.h_e), "devices": {}}
-    if path.exists():
-        state = json.loads(path.read_bytes())
-    state["devices"][chain.device] = chain.last.hex().upper()
-    layout.atomic_write(path, codec.canonical_bytes(state))
 
 
 # --------------------------------------------------------------------------- ballots submit, tally
@@ -429,15 +289,15 @@ def run_tally(args: argparse.Namespace) -> int:
 
 
 def run_verify(args: argparse.Namespace) -> int:
-    from node.verifier.steps import format_table, passed, results_to_json, verify_record
+    from node.verifier import format_table, passed, results_to_json, verify_record
 
     start = time.perf_counter()
     results = verify_record(args.record, args.workers, Progress("verify: ballots"))
     seconds = time.perf_counter() - start
     if args.json:
-        print(json.dumps(results_to_json(args.record, results, seconds)))
+        print(json.dumps(results_to_json(args.record, results, seconds, results.warnings)))
     else:
-        print(format_table(results, seconds))
+        print(format_table(results, seconds, warnings=results.warnings))
         bad = [r for r in results if r.ok is False]
         if bad:
             print(f"\nthe record does NOT verify: {len(bad)} steps failed, first: step "

@@ -16,4 +16,7 @@ Modules, from the bottom up:
   tally       aggregation of cast ballots (3.5)
   decryption  partial decryptions, their combination and proofs (3.6)
   ballot_signature  the one-time Ed25519 ballot signature (seed 003)
+  challenged  opening challenged ballots through their nonce (3.6.7)
+  batch       random-weight batch verification of many exponent equations at once
+  sealing     passphrase sealing (Argon2id + XSalsa20-Poly1305)
 """

@@ -3,8 +3,8 @@
 A ballot is accepted only after every check: its shape and id, that it is for
 this election (its H_E), that neither its id nor its selection encryption
 identifier was accepted before (5.A), its seed 003 signature, every proof and
-code (Verifications 5.B, 6, 7, 8.A-8.D, on every core through
-node.parallel.verify_ballots), and its place in its device's chain (8.E).
+code (Verifications 5.B, 6, 7, 8.A-8.D, on every core through the pool of
+node.compute), and its place in its device's chain (8.E).
 A refusal names the ballot and the reason and does not stop the others.
 
 Durability. Acceptance of one ballot is:
@@ -35,10 +35,10 @@ from node.crypto.ballot import (
 from node.crypto.ballot_signature import verify_ballot_signature
 from node.crypto.errors import GuardianError, InputError
 from node.crypto.tally import EncryptedTally, tally_ballots
-from node.compute import verify_ballots, worker_count
+from node.compute import Pool, ballot_failure
 
 from node.record import codec, layout
-from node.verifier.steps import OpenElection, open_election
+from node.record.election import OpenElection, open_election
 
 CHUNK_PER_WORKER = 4
 
@@ -166,7 +166,7 @@ class BallotBox:
         """Check and accept ballots; `report` hears each outcome as soon as it is final (accepted = durable).
 
         `verified` holds (ballot record, state) pairs for a caller that has just run
-        node.parallel.verify_ballots itself on exactly these ballots (the demo):
+        node.compute.verify_ballots itself on exactly these ballots (the demo):
         their proofs are not checked a second time; every other check still is.
         """
         if self.closed:
@@ -202,16 +202,15 @@ class BallotBox:
                          f"broken chain: ballot {rec.ballot_id!r} does not follow the last ballot accepted from "
                          f"device {rec.ballot.device!r} nor any ballot of this batch (8.E)"))
         pre_verified = {id(r) for r, _ in verified}
-        self.ctx.g_table, self.ctx.k_table, self.ctx.k_hat_table   # built once, shared by forked workers
-        workers = workers or worker_count()
-        chunk = max(1, CHUNK_PER_WORKER * workers)
+        pool = Pool(self.ctx, workers)
+        chunk = CHUNK_PER_WORKER * pool.workers     # verified, then accepted, chunk by chunk: outcomes come early
         accepted_paths: list[str] = []
         known: dict[str, str] = {}
         try:
             for start in range(0, len(ordered), chunk):
                 part = ordered[start:start + chunk]
                 need = [rec.ballot for _, rec in part if id(rec) not in pre_verified]
-                results = iter(verify_ballots(self.ctx, need, workers) if need else [])
+                results = iter(list(pool.map(ballot_failure, need)))
                 for sub, rec in part:
                     failure = None if id(rec) in pre_verified else next(results)
                     if failure:
@@ -227,6 +226,7 @@ class BallotBox:
                     done(Outcome(sub.source, rec.ballot_id, True, sub.state,
                                  confirmation_code=rec.ballot.confirmation_code.hex().upper()))
         finally:
+            pool.close()
             if accepted_paths:
                 self._write_derived(known)
         return outcomes

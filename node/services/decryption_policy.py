@@ -20,7 +20,8 @@ from node.crypto.tally import EncryptedTally, tally_ballots
 from node.protocol.decryption import DecryptionRequest, Item
 from node.record import codec, layout
 from node.record.decrypted import challenged_statement, tally_statements
-from node.verifier.steps import STEP_NUMBER, open_election
+from node.record.election import open_election
+from node.verifier import STEP_NUMBER
 
 # Steps that must pass before any decryption; the decryption steps must not apply yet.
 REQUIRED_STEPS = ("parameters", "guardian public keys", "election public key", "extended base hash",

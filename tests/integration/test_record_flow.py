@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from node.record import layout
-from node.verifier.steps import STEPS
+from node.verifier import STEPS
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFEST = json.loads((ROOT / "node" / "data" / "demo-manifest.json").read_text())

@@ -16,9 +16,10 @@ from node.crypto.manifest import parse_manifest
 from node.crypto.params import STANDARD
 from node.record import codec, layout
 from node.record.ballot_box import BallotBox, Submission, read_journal
-from node.cli.record import encrypt_records
+from node.record.encrypt import encrypt_records
 from node.record.local import create_local_election
-from node.verifier.steps import open_election, verify_record
+from node.record.election import open_election
+from node.verifier import verify_record
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFEST = {

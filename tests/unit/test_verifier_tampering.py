@@ -21,10 +21,10 @@ from node.crypto.manifest import parse_manifest
 from node.crypto.params import STANDARD
 from node.record import codec, layout
 from node.record.ballot_box import BallotBox, Submission
-from node.cli.record import encrypt_records
+from node.record.encrypt import encrypt_records
 from node.record.local import create_local_election, decrypt_local
-from node.verifier.steps import STEPS, passed, verify_record
-from node.verifier.steps import open_election
+from node.record.election import open_election
+from node.verifier import STEPS, passed, verify_record
 
 MANIFEST = {
     "label": "Tamper test election",

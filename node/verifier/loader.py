@@ -1,0 +1,61 @@
+"""The record as the verifier reads it: every object parsed, and for each that could not be, the reason.
+
+A file that cannot be read is not an error of the loader: it fails the step
+that needed it, with the reason recorded here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from node.crypto.params import STANDARD
+from node.record import codec, layout
+from node.record.election import ElectionFiles
+
+
+@dataclass
+class Loaded(ElectionFiles):
+    """The election's files and everything voted, tallied and decrypted in the record."""
+
+    ballots: dict[str, tuple[str, codec.BallotRecord]] = field(default_factory=dict)   # id -> (path, record)
+    devices: tuple[bytes, list[codec.DeviceRecord]] | None = None
+    encrypted_tally: tuple | None = None
+    decrypted_tally: codec.DecryptedTallyRecord | None = None
+    challenged: dict[str, tuple[str, codec.ChallengedRecord]] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)      # worth reporting, but no step fails for them
+
+    def errors_in(self, folder: str) -> list[str]:
+        """Why files of `folder` could not be read, in the order of their paths."""
+        return [err for rel, err in sorted(self.errors.items()) if rel.startswith(folder + "/")]
+
+    def cast(self) -> list[codec.BallotRecord]:
+        return [rec for _, (_, rec) in sorted(self.ballots.items()) if rec.state == codec.CAST]
+
+
+def load(root: Path) -> Loaded:
+    group = STANDARD      # the verifier's own parameters (Verification 1 may hard-code them)
+    data = Loaded(layout.Record(root))
+    data.read_election()
+    if data.manifest is not None:     # a manifest another tool wrote: what deviates from 2.1 is named, not failed
+        data.warnings += [f"{layout.MANIFEST}: {d}" for d in data.manifest.deviations]
+    data.ballots = _by_ballot(data, layout.BALLOTS, lambda o, rel: codec.ballot_from_json(group, o, rel))
+    if data.record.exists(layout.DEVICES):
+        data.devices = data.read(layout.DEVICES, codec.devices_from_json)
+    data.encrypted_tally = data.read(layout.ENCRYPTED_TALLY, lambda o: codec.encrypted_tally_from_json(group, o))
+    data.decrypted_tally = data.read(layout.DECRYPTED_TALLY, lambda o: codec.decrypted_tally_from_json(group, o))
+    data.challenged = _by_ballot(data, layout.CHALLENGED, lambda o, rel: codec.challenged_from_json(group, o, rel))
+    return data
+
+
+def _by_ballot(data: Loaded, folder: str, parse) -> dict:
+    """Every file of `folder`, by the ballot id inside it: {id: (path, object)}; a second file for an id is an error."""
+    found: dict = {}
+    for rel in data.record.list_dir(folder):
+        obj = data.read(rel, lambda o, rel=rel: parse(o, rel))
+        if obj is not None:
+            if obj.ballot_id in found:
+                data.errors[rel] = f"{rel}: ballot {obj.ballot_id!r} is also in {found[obj.ballot_id][0]}"
+            else:
+                found[obj.ballot_id] = (rel, obj)
+    return found
