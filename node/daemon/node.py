@@ -42,14 +42,13 @@ from node.protocol import link as frames
 from node.protocol.envelope import NODE_SESSION, Envelope, EnvelopeError, seal_envelope
 from node.protocol.handshake import DIALER, LISTENER, Handshake, HandshakeError, LinkError
 from node.protocol.inbound import Equivocation, InboundFilter
-from node.protocol.waiting import LinkView
+from node.protocol.waiting import SILENT_HEARTBEATS, LinkView
 from node.services.port import Outgoing, Port, Service
 from node.storage.db import NodeDatabase
 
 log = logging.getLogger("guardian.node")
 
 HANDSHAKE_TIMEOUT = 10.0
-SILENT_HEARTBEATS = 3
 MAX_WANTS_QUEUED = 64
 
 
