@@ -20,8 +20,9 @@ from typing import Callable
 import trio
 
 from node.crypto.errors import GuardianError
+from node.testing.processes import PASS_ENV, TimedOut, all_connected, eventually
 
-from simulate.cluster import PASS_ENV, SimCluster, SimNode, guardian
+from simulate.cluster import SimCluster, SimNode, guardian
 from simulate.relay import RelayMesh
 from simulate.scenario import Fault, Scenario
 
@@ -137,7 +138,7 @@ async def run_scenario(scenario: Scenario, base: Path, say: Callable[[str], None
     except* trio.TooSlowError:
         outcome.reason = outcome.reason or "the scenario ran out of time"
         events.append("the scenario ran out of time")
-    except* (GuardianError, RuntimeError, OSError) as group:
+    except* (GuardianError, RuntimeError, OSError, TimedOut) as group:
         e = _first(group)           # the run's own tasks raise inside nurseries: a group of one
         outcome.reason = f"{type(e).__name__}: {e}"
         events.append(f"error: {outcome.reason}")
@@ -169,7 +170,7 @@ async def _run(scenario: Scenario, cluster: SimCluster, outcome: Outcome, events
             node.start()
         await _all_answer(cluster.nodes)
         if scenario.wrong_roster is None:
-            await _connected(cluster.nodes, 30 + 3 * n)
+            await all_connected(cluster.nodes, 30 + 3 * n)
         say(f"{n} nodes running, every link through its own relay")
         await faults.fire("start")
 
@@ -207,27 +208,7 @@ async def _run(scenario: Scenario, cluster: SimCluster, outcome: Outcome, events
 
 async def _all_answer(nodes: list[SimNode]) -> None:
     for node in nodes:
-        await _eventually(lambda node=node: node.request("status", timeout=5), 30, f"{node.name} answers")
-
-
-async def _connected(nodes: list[SimNode], timeout: float) -> None:
-    async def check():
-        for node in nodes:
-            states = {p["name"]: p["state"] for p in (await node.request("status", timeout=5))["peers"]}
-            if any(s != "connected" for s in states.values()):
-                raise RuntimeError(f"{node.name}: {states}")
-    await _eventually(check, timeout, "every link up")
-
-
-async def _eventually(check, timeout: float, what: str):
-    deadline = trio.current_time() + timeout
-    while True:
-        try:
-            return await check()
-        except (GuardianError, RuntimeError, OSError, KeyError, ValueError) as e:
-            if trio.current_time() > deadline:
-                raise RuntimeError(f"timed out waiting for {what}: {e}") from None
-        await trio.sleep(POLL)
+        await eventually(lambda node=node: node.request("status", timeout=5), 30, f"{node.name} answers", POLL)
 
 
 def _honest(scenario: Scenario, cluster: SimCluster) -> list[SimNode]:
@@ -254,7 +235,7 @@ async def _ceremony(scenario: Scenario, cluster: SimCluster, faults: Faults, out
         except (GuardianError, OSError):
             return None
 
-    await _eventually(lambda: _have_proposal(cluster.nodes, entry), 20, "every node has the proposal")
+    await eventually(lambda: _have_proposal(cluster.nodes, entry), 20, "every node has the proposal", POLL)
     for node in cluster.nodes:
         accepted = await guardian("ceremony", "accept", session[:16], "--config", node.config)
         if accepted.returncode != 0:
@@ -303,8 +284,7 @@ async def _ceremony(scenario: Scenario, cluster: SimCluster, faults: Faults, out
 
 async def _have_proposal(nodes: list[SimNode], entry) -> None:
     for node in nodes:
-        if node.alive and await entry(node) is None:
-            raise RuntimeError(f"{node.name} has no proposal yet")
+        assert not node.alive or await entry(node) is not None, f"{node.name} has no proposal yet"
 
 
 async def _custody(cluster: SimCluster, session: str, say: Callable[[str], None]) -> None:

@@ -1,4 +1,4 @@
-"""Shared fixtures for the ballot, tally and decryption tests.
+"""Shared fixtures for the ballot, tally and decryption tests, and the node processes' `cluster`.
 
 The key ceremonies are session-scoped: the STANDARD one costs about half a
 second plus its fixed-base tables, and every test of a file reuses it. Most
@@ -19,6 +19,7 @@ from node.crypto.election import ElectionParameters
 from node.crypto.local_ceremony import CeremonyResult, run_local_ceremony
 from node.crypto.manifest import Manifest, parse_manifest
 from node.crypto.params import STANDARD, TOY_64
+from node.testing.processes import Cluster
 
 DEMO_MANIFEST_PATH = Path(__file__).resolve().parent.parent / "node" / "data" / "demo-manifest.json"
 
@@ -159,3 +160,14 @@ def standard_ballots(standard_election, standard_plaintexts) -> list[EncryptedBa
     ctx = standard_election.context
     rng = random.Random(2024)
     return [encrypt_ballot(ctx, b, "device-std", rng=rng) for b in standard_plaintexts]
+
+
+# --- guardian nodes as processes (node.testing.processes) ------------------------------------------
+
+
+@pytest.fixture
+def cluster():
+    """An empty Cluster; every node it made is killed at the end."""
+    with Cluster() as c:
+        yield c
+        print(c.diagnostics())            # shown by pytest only when the test fails

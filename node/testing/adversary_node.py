@@ -29,7 +29,7 @@ import trio
 from node.app import Guardians, build
 from node.cli.passphrase import read_passphrase, source_from_args
 from node.config import load_node_config, load_roster
-from node.daemon.node import LINK_CLOSED, Node
+from node.daemon.node import Node
 from node.identity import Identity
 from node.storage.db import NodeDatabase
 from node.testing import adversary
@@ -55,13 +55,7 @@ async def resend_old(node: Node, kind: str) -> None:
     while True:
         await trio.sleep(2)
         rows = node.db.outbox_for(node.identity.public_key, 0)
-        frame = rows[0][1] if kind == "replay" and rows else b"\x93not an envelope"
-        for peer in node.peers.values():
-            if peer.connection is not None:
-                try:
-                    await peer.connection.send("env", frame)
-                except LINK_CLOSED:
-                    pass
+        await adversary.send_on_links(node, "env", rows[0][1] if kind == "replay" and rows else b"\x93not an envelope")
 
 
 def main(argv: list[str] | None = None) -> int:

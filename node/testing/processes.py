@@ -1,34 +1,31 @@
-"""Helpers for the multi-process node tests: real `guardian` processes on loopback, and a harness peer.
+"""Guardian nodes as real processes on loopback, made and run as guardians would: the tests', the
+simulator's and the benchmarks' clusters.
 
-A Cluster makes nodes with `guardian init`, writes one roster.toml from their
-`guardian roster entry` output (plus any harness peers), starts `guardian run`
-processes and always kills them at the end. A HarnessPeer is a roster member
-played by the test itself: it has its own identity, dials a node with
-trio-websocket, runs the real Handshake and then sends whatever frames a test
-wants over the sealed link.
+A Cluster makes nodes with `guardian init`, writes roster files from their `guardian roster
+entry` output (and the entries of members played in-process, node/testing/inprocess.py, or by a
+HarnessPeer, node/testing/peer.py), starts `guardian run` processes and always kills them at the
+end. Everything waits by polling the nodes' control sockets against deadlines (`eventually`).
 """
 
 from __future__ import annotations
 
 import os
+import random
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import msgpack
 import trio
-import trio_websocket
 
-from node.config import roster_entry_toml
 from node.crypto.errors import GuardianError
-from node.daemon.node import control_request
+from node.daemon.control import control_request
 from node.identity import Identity, encode_public_key, fingerprint, load_public_key
-from node.protocol.envelope import NODE_SESSION, seal_envelope
-from node.protocol.handshake import DIALER, Handshake, SecureLink
 
 PASS_ENV = "GUARDIAN_TEST_PASSPHRASE"
 PASSPHRASE = "loopback test passphrase"
@@ -36,12 +33,22 @@ PROJECT = Path(__file__).resolve().parents[2]
 
 # Fast but not twitchy: a peer is dropped after 3 silent heartbeats (3 s); re-dials within a second.
 FAST_NETWORK = {"heartbeat_seconds": 1.0, "redial_initial_seconds": 0.1, "redial_max_seconds": 1.0}
+MAKE_AT_ONCE = 2        # `guardian init` and `roster entry` side by side: each is mostly one key derivation
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port to listen on, below the kernel's ephemeral range (32768 and up on Linux): the ports that
+    connections and relays get from the kernel can never have taken it by the time a node starts."""
+    rng = random.SystemRandom()
+    for _ in range(200):
+        port = rng.randrange(20000, 32000)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port between 20000 and 32000")
 
 
 def node_env(**extra: str) -> dict:
@@ -51,9 +58,29 @@ def node_env(**extra: str) -> dict:
     return env
 
 
-def guardian(*args: str, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+def guardian(*args, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    """A `guardian` command, as a guardian would type it."""
     return subprocess.run([sys.executable, "-m", "node", *map(str, args)], capture_output=True, text=True,
                           env=env or node_env(), timeout=timeout, cwd=PROJECT)
+
+
+async def cli(*args, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    """`guardian(...)` from async code: in a worker thread, so the caller's other tasks go on."""
+    return await trio.to_thread.run_sync(lambda: guardian(*args, env=env, timeout=timeout))
+
+
+def unknown_public_key() -> str:
+    """A public key (as a roster writes it) that no node has."""
+    return encode_public_key(Identity.generate().public_key)
+
+
+def set_config(path: Path, **values) -> None:
+    """Set keys of a node.toml (each must occur once, in whichever section)."""
+    text = path.read_text()
+    for key, value in values.items():
+        text, count = re.subn(rf"(?m)^{key} = .*$", f"{key} = {value}", text)
+        assert count == 1, key
+    path.write_text(text)
 
 
 def roster_block(output: str) -> str:
@@ -63,12 +90,24 @@ def roster_block(output: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+class NodeNotRunning(ConnectionError):
+    """A control request to a node whose process has ended (its output's tail says why)."""
+
+
+class TimedOut(AssertionError):
+    """`eventually`: the condition did not hold before the deadline."""
+
+
 class NodeProc:
+    """One node's directory and its process (`guardian run`)."""
+
+    request_timeout = 5.0
+
     def __init__(self, name: str, directory: Path, port: int) -> None:
         self.name, self.dir, self.port = name, directory, port
         self.proc: subprocess.Popen | None = None
         self.sequence: int | None = None
-        self._out = None
+        self.paused = False
 
     @property
     def config(self) -> Path:
@@ -90,39 +129,60 @@ class NodeProc:
     def fingerprint(self) -> str:
         return fingerprint(self.public_key)
 
-    def set_network(self, **values) -> None:
-        text = self.config.read_text()
-        for key, value in values.items():
-            text, count = re.subn(rf"(?m)^{key} = .*$", f"{key} = {value}", text)
-            assert count == 1, key
-        self.config.write_text(text)
+    def set_config(self, **values) -> None:
+        set_config(self.config, **values)
+
+    # --- the process ------------------------------------------------------------------------------
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "node", "run", "--config", str(self.config), "--passphrase-env", PASS_ENV]
 
     def start(self, *extra: str) -> None:
-        assert self.proc is None or self.proc.poll() is not None, "already running"
-        self._out = open(self.dir / "output.txt", "ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "node", "run", "--config", str(self.config), "--passphrase-env", PASS_ENV,
-             *extra], stdout=self._out, stderr=subprocess.STDOUT, env=node_env(), cwd=self.dir)
+        assert not self.alive, f"{self.name} is already running"
+        with open(self.dir / "output.txt", "ab") as out:
+            self.proc = subprocess.Popen([*self.command(), *extra], stdout=out, stderr=subprocess.STDOUT,
+                                         env=node_env(), cwd=self.dir)
+        self.paused = False
 
     @property
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
     def signal(self, signum: int) -> None:
-        assert self.alive
-        self.proc.send_signal(signum)
-
-    def kill(self) -> None:
         if self.alive:
-            self.proc.kill()
+            self.proc.send_signal(signum)
+
+    def kill(self) -> int | None:
+        """SIGKILL, and wait for the end; the exit status (None if it never ran)."""
+        self._end(signal.SIGKILL)
+        return self.proc.returncode if self.proc is not None else None
+
+    def stop(self) -> None:
+        """SIGTERM: the node shuts down cleanly (as an operator's Ctrl-C would); SIGKILL if it takes too long."""
+        self._end(signal.SIGTERM)
+
+    def _end(self, signum: int) -> None:
+        if self.alive:
+            if self.paused:
+                self.proc.send_signal(signal.SIGCONT)     # a stopped process would not handle SIGTERM
+            self.proc.send_signal(signum)
         if self.proc is not None:
             try:
-                self.proc.wait(timeout=10)
+                self.proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
-                pass
-        if self._out is not None:
-            self._out.close()
-            self._out = None
+                self.proc.kill()
+                self.proc.wait()
+        self.paused = False
+
+    def pause(self) -> None:
+        if self.alive and not self.paused:
+            self.proc.send_signal(signal.SIGSTOP)
+            self.paused = True
+
+    def resume(self) -> None:
+        if self.alive and self.paused:
+            self.proc.send_signal(signal.SIGCONT)
+            self.paused = False
 
     def output(self) -> str:
         path = self.dir / "output.txt"
@@ -132,11 +192,17 @@ class NodeProc:
         path = self.dir / "node.log"
         return path.read_text(errors="replace") if path.exists() else ""
 
-    async def request(self, cmd: str, **fields) -> object:
+    # --- the control socket ----------------------------------------------------------------------------
+
+    async def control(self, request: dict, timeout: float | None = None) -> object:
+        """One request on the control socket, as `guardian status` makes it."""
         if not self.alive:
-            raise AssertionError(f"node {self.name} is not running (exit {self.proc.returncode if self.proc else None})"
+            raise NodeNotRunning(f"node {self.name} is not running (exit {self.proc.returncode if self.proc else None})"
                                  f":\n{self.output()[-3000:]}")
-        return await control_request(self.socket, {"cmd": cmd, **fields}, timeout=5)
+        return await control_request(self.socket, request, timeout=timeout or self.request_timeout)
+
+    async def request(self, cmd: str, *, timeout: float | None = None, **fields) -> object:
+        return await self.control({"cmd": cmd, **fields}, timeout)
 
     async def status(self) -> dict:
         return await self.request("status")
@@ -154,134 +220,63 @@ class NodeProc:
         raise AssertionError(f"{self.name} has no peer {name}")
 
     async def wait_ready(self, timeout: float = 30) -> dict:
-        async def ready():
-            return await self.status()
-        return await eventually(ready, timeout, f"{self.name} answers status")
-
-
-class HarnessPeer:
-    """A roster member played by the test: its own identity, and a real handshake over a real websocket."""
-
-    def __init__(self, name: str, port: int | None = None) -> None:
-        self.name = name
-        self.identity = Identity.generate()
-        self.port = port or free_port()
-        self.sequence: int | None = None
-        self.seq = 0
-
-    @property
-    def public_key(self) -> bytes:
-        return self.identity.public_key
-
-    @property
-    def address(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
-
-    def roster_entry(self, sequence: int) -> str:
-        return roster_entry_toml(sequence, self.name, encode_public_key(self.public_key), self.address,
-                                 self.identity.fingerprint)
-
-    def envelope(self, body, *, seq: int | None = None, type_: str = "note", session: bytes = NODE_SESSION):
-        if seq is None:
-            self.seq += 1
-            seq = self.seq
-        return seal_envelope(self.identity.signing_key, type_, session, seq, body)
-
-
-class HarnessLink:
-    """An authenticated link from a HarnessPeer to a node: send sealed frames, read and open the node's."""
-
-    def __init__(self, ws, link: SecureLink) -> None:
-        self.ws, self.link = ws, link
-        self.received: list[tuple[str, object]] = []
-        self.closed = trio.Event()
-        self.open_errors = 0
-        self._lock = trio.Lock()
-
-    @classmethod
-    async def connect(cls, ws, peer: HarnessPeer, roster_keys) -> "HarnessLink":
-        handshake = Handshake(peer.identity.signing_key, DIALER, lambda key: key in roster_keys)
-        with trio.fail_after(10):
-            await ws.send_message(handshake.hello())
-            while not handshake.done:
-                for frame in handshake.receive(await ws.get_message()):
-                    await ws.send_message(frame)
-        return cls(ws, handshake.link)
-
-    async def send_raw(self, data) -> None:
-        """Straight onto the websocket, outside the sealed link."""
-        async with self._lock:
-            await self.ws.send_message(data)
-
-    async def send_sealed(self, frame: bytes) -> None:
-        async with self._lock:
-            await self.ws.send_message(self.link.seal(frame))
-
-    async def send(self, kind: str, payload) -> None:
-        await self.send_sealed(msgpack.packb([kind, payload], use_bin_type=True))
-
-    async def pump(self, heartbeat: float = 0.3) -> None:
-        """Read the node's frames and send heartbeats until the link closes."""
-        closed = (trio_websocket.ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError)
-
-        async def beat():
-            try:
-                while True:
-                    await self.send("hb", None)
-                    await trio.sleep(heartbeat)
-            except closed:
-                pass
-
-        try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(beat)
-                try:
-                    while True:
-                        sealed = await self.ws.get_message()
-                        try:
-                            kind, payload = msgpack.unpackb(self.link.open(sealed), raw=False)
-                        except GuardianError:
-                            self.open_errors += 1
-                            continue
-                        self.received.append((kind, payload))
-                except closed:
-                    nursery.cancel_scope.cancel()
-        finally:
-            self.closed.set()
+        return await eventually(self.status, timeout, f"{self.name} answers status")
 
 
 class Cluster:
-    def __init__(self) -> None:
+    """Nodes made with `guardian init` under one base directory, their rosters, their processes."""
+
+    def __init__(self, base: Path | None = None, node_class: type[NodeProc] = NodeProc) -> None:
         # Short: the control socket path must stay under the Unix socket limit.
-        self.base = Path(tempfile.mkdtemp(prefix="gnt-", dir="/tmp"))
+        self.base = base or Path(tempfile.mkdtemp(prefix="gnt-", dir="/tmp"))
+        self.own_base = base is None
+        self.node_class = node_class
         self.nodes: list[NodeProc] = []
 
-    def init_node(self, name: str, **network) -> NodeProc:
+    def init_node(self, name: str, **config) -> NodeProc:
+        """`guardian init` of a node listening on a free port; node.toml tuned (FAST_NETWORK, then `config`)."""
+        node = self._make(name, config)
+        self.nodes.append(node)
+        return node
+
+    def init_nodes(self, names: list[str], **config) -> list[NodeProc]:
+        """init_node for each name, two at a time; the nodes in the order of `names`."""
+        with ThreadPoolExecutor(MAKE_AT_ONCE) as pool:
+            nodes = list(pool.map(lambda name: self._make(name, config), names))
+        self.nodes.extend(nodes)
+        return nodes
+
+    def _make(self, name: str, config: dict) -> NodeProc:
         port = free_port()
         directory = self.base / name
         result = guardian("init", directory, "--name", name, "--listen", f"127.0.0.1:{port}",
                           "--passphrase-env", PASS_ENV)
         assert result.returncode == 0, result.stderr
-        node = NodeProc(name, directory, port)
-        node.set_network(**{**FAST_NETWORK, **network})
-        self.nodes.append(node)
+        node = self.node_class(name, directory, port)
+        node.set_config(**{**FAST_NETWORK, **config})
         return node
 
-    def write_roster(self, members: list, directories: list[Path] | None = None) -> str:
-        """members in sequence order (1..n): NodeProc or HarnessPeer. Copies roster.toml into each node dir."""
-        blocks = []
-        for sequence, member in enumerate(members, 1):
+    def roster_entries(self, members: list) -> list[str]:
+        """The roster block of each member, numbered 1..n in this order (which sets their `sequence`):
+        `guardian roster entry` for a node made here, `member.roster_entry(sequence)` for any other."""
+        def entry(sequence: int, member) -> str:
             member.sequence = sequence
-            if isinstance(member, NodeProc):
-                result = guardian("roster", "entry", "--config", member.config, "--sequence", sequence)
-                assert result.returncode == 0, result.stderr
-                assert f"Fingerprint: {member.fingerprint}" in result.stdout
-                blocks.append(roster_block(result.stdout))
-            else:
-                blocks.append(member.roster_entry(sequence))
-        text = "\n".join(blocks)
-        targets = directories if directories is not None else [m.dir for m in members if isinstance(m, NodeProc)]
-        for directory in targets:
+            if not isinstance(member, NodeProc):
+                return member.roster_entry(sequence)
+            result = guardian("roster", "entry", "--config", member.config, "--sequence", sequence)
+            assert result.returncode == 0, result.stderr
+            assert f"Fingerprint: {member.fingerprint}" in result.stdout
+            return roster_block(result.stdout)
+        with ThreadPoolExecutor(MAKE_AT_ONCE) as pool:
+            return list(pool.map(entry, range(1, len(members) + 1), members))
+
+    def write_roster(self, members: list, directories: list[Path] | None = None) -> str:
+        """One roster.toml of `members` (in sequence order), into each directory (default: every member's)."""
+        text = "\n".join(self.roster_entries(members))
+        if directories is None:
+            directories = [m.dir for m in members if hasattr(m, "dir")]     # a HarnessPeer has none
+        for directory in directories:
+            directory.mkdir(parents=True, exist_ok=True)
             (directory / "roster.toml").write_text(text)
         return text
 
@@ -294,11 +289,20 @@ class Cluster:
     def stop(self) -> None:
         for node in self.nodes:
             node.kill()
-        if not os.environ.get("GN_KEEP_CLUSTERS"):
+        if self.own_base and not os.environ.get("GN_KEEP_CLUSTERS"):
             shutil.rmtree(self.base, ignore_errors=True)
 
     def diagnostics(self) -> str:
         return "\n".join(f"--- {n.name} ---\n{n.output()[-2500:]}" for n in self.nodes)
+
+    def __enter__(self) -> "Cluster":
+        return self
+
+    def __exit__(self, kind, error, traceback) -> None:
+        """Every node killed; when the body failed, the tail of each node's output first (pytest shows it)."""
+        if kind is not None:
+            print(self.diagnostics())
+        self.stop()
 
 
 async def eventually(check, timeout: float = 20, what: str = "condition", interval: float = 0.1):
@@ -309,14 +313,26 @@ async def eventually(check, timeout: float = 20, what: str = "condition", interv
             return await check()
         except (AssertionError, GuardianError, OSError, ValueError, KeyError) as e:
             if trio.current_time() > deadline:
-                raise AssertionError(f"timed out after {timeout} s waiting for {what}: {e}") from e
+                raise TimedOut(f"timed out after {timeout} s waiting for {what}: {e}") from e
         await trio.sleep(interval)
 
 
-async def all_connected(nodes: list[NodeProc], timeout: float = 30) -> None:
+async def all_connected(nodes: list, timeout: float = 30, among: list | None = None) -> None:
+    """Every node of `nodes` has a live link to every other member of `among` (default: of `nodes`)."""
+    among = nodes if among is None else among
+
     async def check():
         for node in nodes:
-            states = {p["name"]: p["state"] for p in (await node.status())["peers"]}
-            wanted = {n.name for n in nodes if n is not node}
+            states = {p["name"]: p["state"] for p in (await node.request("status"))["peers"]}
+            wanted = {m.name for m in among if m is not node}
             assert all(states.get(name) == "connected" for name in wanted), (node.name, states)
     await eventually(check, timeout, "every node connected to every other")
+
+
+async def start_dead(nodes: list[NodeProc]) -> None:
+    """Start every node of `nodes` that is not running, and wait until each answers."""
+    dead = [node for node in nodes if not node.alive]
+    for node in dead:
+        node.start()
+    for node in dead:
+        await node.wait_ready()

@@ -1,4 +1,4 @@
-"""Helpers for the decryption tests across guardian nodes (tests/test_decryption_nodes.py).
+"""Helpers for the decryption tests across guardian nodes (test_decryption_nodes.py).
 
 One cluster of real `guardian run` processes, its key ceremony, and a record prepared once from the
 ceremony's export (encrypt, submit, tally) that every test copies before it decrypts it. Waits poll the
@@ -10,17 +10,13 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import signal
 import subprocess
 from pathlib import Path
 
 import trio
 
-from node.config import load_node_config, load_roster
-from node.daemon.node import Node
-from node.identity import Identity
-from node.storage.db import NodeDatabase
-from node.testing.processes import PASSPHRASE, NodeProc, eventually, guardian
+from node.testing import processes
+from node.testing.processes import NodeProc, eventually, guardian
 from test_ceremony_nodes import accept, ask, completes, propose, write_election
 from test_record_flow import VALID, plaintext_line
 
@@ -32,12 +28,8 @@ DECRYPT_WAIT = 150        # deadline for one decryption session to end on a busy
 
 def set_decryption(node: NodeProc, timeout_seconds: float = 10.0, verify_workers: int = 1) -> None:
     """Edit the [decryption] section `guardian init` wrote into node.toml."""
-    text = node.config.read_text()
-    assert re.search(r"(?m)^\[decryption\]$", text), "node.toml has no [decryption] section"
-    for key, value in (("timeout_seconds", float(timeout_seconds)), ("verify_workers", int(verify_workers))):
-        text, count = re.subn(rf"(?m)^{key} = .*$", f"{key} = {value}", text)
-        assert count == 1, key
-    node.config.write_text(text)
+    assert re.search(r"(?m)^\[decryption\]$", node.config.read_text()), "node.toml has no [decryption] section"
+    node.set_config(timeout_seconds=float(timeout_seconds), verify_workers=int(verify_workers))
 
 
 def ceremony_export(nodes: list[NodeProc], quorum: int = 3) -> Path:
@@ -82,43 +74,11 @@ def expected_tally(ballots=VALID) -> dict[tuple[int, int], int]:
     return out
 
 
-def sigkill(node: NodeProc) -> None:
-    node.proc.send_signal(signal.SIGKILL)
-    node.kill()
-    assert node.proc.returncode == -signal.SIGKILL
-
-
-def sigterm(node: NodeProc) -> None:
-    node.proc.send_signal(signal.SIGTERM)
-    node.kill()           # waits for the exit
-
-
-async def start_again(*nodes: NodeProc) -> None:
-    for node in nodes:
-        if not node.alive:
-            node.start()
-    for node in nodes:
-        await node.wait_ready()
-
-
-async def connected(nodes: list[NodeProc], among: list | None = None, timeout: float = 30) -> None:
-    """Every node in `nodes` has a live link to every other node of `among` (default: of `nodes`)."""
-    among = among if among is not None else nodes
-
-    async def check():
-        for node in nodes:
-            states = {p["name"]: p["state"] for p in (await ask(node, "status"))["peers"]}
-            for other in among:
-                if other is not node:
-                    assert states.get(other.name) == "connected", (node.name, states)
-    await eventually(check, timeout, "the nodes connected to each other")
-
-
 # --- decryption sessions -----------------------------------------------------------------------------
 
 
 async def cli(*args, timeout: float = DECRYPT_WAIT + 60) -> subprocess.CompletedProcess:
-    return await trio.to_thread.run_sync(lambda: guardian(*args, timeout=timeout))
+    return await processes.cli(*args, timeout=timeout)
 
 
 async def entry(member, session: str) -> dict:
@@ -174,42 +134,3 @@ def tally_values(record: Path) -> dict[tuple[int, int], int]:
 def no_traceback(node) -> None:
     for text in (node.output(), node.log()):
         assert "Traceback" not in text and "internal error" not in text, text[-4000:]
-
-
-# --- a guardian run in this test process, on a cluster node's own data directory ---------------------
-
-
-class InProcessNode:
-    """A node of the cluster whose process is stopped and which runs instead, as the same guardian on the
-    same data directory, in this test process, so that a test can patch its Node instance."""
-
-    def __init__(self, proc: NodeProc) -> None:
-        self.proc = proc
-        self.node: Node | None = None
-
-    name = property(lambda self: self.proc.name)
-    dir = property(lambda self: self.proc.dir)
-
-    async def run(self, nursery: trio.Nursery, patch=None) -> Node:
-        config = load_node_config(self.proc.config)
-        identity = await trio.to_thread.run_sync(Identity.load, config.data_dir, PASSPHRASE)
-        self._db = NodeDatabase(config.data_dir)
-        node = Node(config, load_roster(config.roster_file), identity, self._db)
-        if patch is not None:
-            patch(node)
-        self.node = node
-        self._scope = trio.CancelScope()
-
-        async def body(task_status=trio.TASK_STATUS_IGNORED):
-            with self._scope:
-                await node.run(task_status)
-        await nursery.start(body)
-        return node
-
-    def stop(self) -> None:
-        self._scope.cancel()
-
-    def close(self) -> None:
-        self._db.close()
-        self.node = None
-

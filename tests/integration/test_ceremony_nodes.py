@@ -1,9 +1,9 @@
 """The key ceremony across guardian nodes, end to end, on the standard parameters.
 
 Real `guardian run` processes made with `guardian init` and `guardian roster entry`, on loopback.
-Where a test needs a guardian that is slow on purpose or misbehaves, that guardian is a real
-node.daemon.Node run in this test process (same code, same wire), whose Guardian is patched on
-that one instance: it holds a message back until the test says go (so the other nodes sit in a
+Where a test needs a guardian that is slow on purpose or misbehaves, that guardian is a node run in
+this test process (node.testing.inprocess: node.app, same code, same wire) with a guardian of
+node.testing.adversary: it holds a message back until the test says go (so the other nodes sit in a
 known phase while one of them is killed), or sends a bad proof, a bad share, a false complaint,
 or different keys to different peers.
 
@@ -19,33 +19,20 @@ import hashlib
 import json
 import re
 import signal
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
 import trio
-from gmpy2 import mpz
 
-from node.config import NODE_TOML, load_node_config, load_roster
-from node.crypto.errors import InputError
-from node.crypto.keys import encrypt_share, evaluate_polynomial, generate_guardian_key
-from node.daemon.node import Node, control_request
+from node.app import Guardians
 from node.cli.node import load_election_file
-from node.protocol.ceremony import encode_public_key, encode_share
-from node.protocol.envelope import decode_envelope, seal_envelope
-from node.storage.db import NodeDatabase
-from node.testing.processes import (
-    FAST_NETWORK,
-    PROJECT,
-    Cluster,
-    HarnessPeer,
-    NodeProc,
-    all_connected,
-    eventually,
-    guardian,
-    roster_block,
-)
+from node.crypto.errors import InputError
+from node.protocol.envelope import decode_envelope
+from node.services.ceremonies import honest_guardian
+from node.testing import adversary
+from node.testing.inprocess import InProcessNode
+from node.testing.peer import HarnessPeer
+from node.testing.processes import PROJECT, Cluster, NodeProc, all_connected, cli, eventually, start_dead
 
 DEMO_MANIFEST = PROJECT / "node" / "data" / "demo-manifest.json"
 TIMEOUT = 20            # phase_timeout_seconds of the election files: short, but far above a phase's length
@@ -59,38 +46,11 @@ ELECTION_FILES = ("election_parameters.json", "election_manifest.json", "hashes.
 # --- building clusters ----------------------------------------------------------------------------
 
 
-def make_cluster(names: list[str], harness: HarnessPeer | None = None,
-                 harness_at: int = 0) -> tuple[Cluster, list[NodeProc]]:
-    """`guardian init` for each name and one roster from `guardian roster entry` (two at a time).
-
-    harness: an in-process guardian, placed at sequence harness_at (1-based) in the roster.
-    """
+def make_cluster(names: list[str]) -> tuple[Cluster, list[NodeProc]]:
+    """`guardian init` for each name and one roster from `guardian roster entry` (two at a time)."""
     cluster = Cluster()
-    with ThreadPoolExecutor(2) as pool:
-        nodes = list(pool.map(cluster.init_node, names))
-    cluster.nodes = list(nodes)
-    members: list = list(nodes)
-    if harness is not None:
-        members.insert(harness_at - 1, harness)
-
-    def entry(pair):
-        sequence, member = pair
-        if isinstance(member, NodeProc):
-            result = guardian("roster", "entry", "--config", member.config, "--sequence", sequence)
-            assert result.returncode == 0, result.stderr
-            return roster_block(result.stdout)
-        return member.roster_entry(sequence)
-
-    with ThreadPoolExecutor(2) as pool:
-        text = "\n".join(pool.map(entry, enumerate(members, 1)))
-    for sequence, member in enumerate(members, 1):
-        member.sequence = sequence
-    for node in nodes:
-        (node.dir / "roster.toml").write_text(text)
-    if harness is not None:
-        directory = cluster.base / harness.name
-        directory.mkdir()
-        (directory / "roster.toml").write_text(text)
+    nodes = cluster.init_nodes(names)
+    cluster.write_roster(nodes)
     return cluster, nodes
 
 
@@ -110,70 +70,13 @@ def write_election(directory: Path, quorum: int, timeout: float = TIMEOUT, name:
     return path
 
 
-class InProcess:
-    """A guardian whose node runs in this test process: a real Node on its own data directory."""
-
-    def __init__(self, peer: HarnessPeer, directory: Path) -> None:
-        self.peer, self.dir = peer, directory
-        text = NODE_TOML.format(name=peer.name, listen=f"127.0.0.1:{peer.port}", advertise=peer.address)
-        for key, value in FAST_NETWORK.items():
-            text = re.sub(rf"(?m)^{key} = .*$", f"{key} = {value}", text)
-        (directory / "node.toml").write_text(text)
-        self.node: Node | None = None
-
-    name = property(lambda self: self.peer.name)
-    sequence = property(lambda self: self.peer.sequence)
-    public_key = property(lambda self: self.peer.public_key)
-
-    @asynccontextmanager
-    async def running(self, patch=None):
-        """Run the node (patch(node) first, if given) for the body of the with-block, then stop it."""
-        config = load_node_config(self.dir / "node.toml")
-        db = NodeDatabase(self.dir)
-        node = Node(config, load_roster(config.roster_file), self.peer.identity, db)
-        if patch is not None:
-            patch(node)
-        self.node = node
-        try:
-            async with trio.open_nursery() as nursery:
-                await nursery.start(node.run)
-                try:
-                    yield node
-                finally:
-                    nursery.cancel_scope.cancel()
-        finally:
-            self.node = None
-            db.close()
-
-
-def on_guardian(node: Node, sessions: set[str], patch) -> None:
-    """Call patch(guardian, session) on the Guardian of each ceremony in `sessions` (hex), before it first acts."""
-    ceremonies = node.ceremonies
-    real_step = ceremonies.step
-    done: set[bytes] = set()
-
-    def step(session: bytes) -> None:
-        if session not in done and session.hex() in sessions:
-            done.add(session)
-            patch(ceremonies.running[session].guardian, session)
-        real_step(session)
-
-    ceremonies.step = step        # this instance only: _start and the message handlers call self.step
-
-
 # --- the ceremony, through the control sockets ------------------------------------------------------
 
 
 async def ask(member, cmd: str, **fields):
     """A control request with a generous timeout: a node busy with a ceremony step answers late, and a
     client that hangs up early is a bug of its own (see the test on it below)."""
-    if isinstance(member, NodeProc):
-        if not member.alive:
-            raise AssertionError(f"node {member.name} is not running:\n{member.output()[-3000:]}")
-        path = member.socket
-    else:
-        path = member.dir / "control.sock"
-    return await control_request(path, {"cmd": cmd, **fields}, timeout=60)
+    return await member.control({"cmd": cmd, **fields}, timeout=60)
 
 
 async def entry_of(member, session: str) -> dict:
@@ -246,38 +149,22 @@ def not_running(status: dict, session: str) -> bool:
 
 
 def sigkill(node: NodeProc) -> None:
-    node.proc.send_signal(signal.SIGKILL)
-    node.kill()
-    assert node.proc.returncode == -signal.SIGKILL
-
-
-async def cli(*args):
-    return await trio.to_thread.run_sync(lambda: guardian(*args))
+    assert node.kill() == -signal.SIGKILL
 
 
 # --- fixtures -----------------------------------------------------------------------------------------
 
 
 def restart_dead(nodes: list[NodeProc]) -> None:
-    dead = [node for node in nodes if not node.alive]
-    for node in dead:
-        node.start()
-
-    async def ready():
-        for node in dead:
-            await node.wait_ready()
-    if dead:
-        trio.run(ready)
+    trio.run(start_dead, nodes)
 
 
 @pytest.fixture(scope="module")
 def five_cluster():
     cluster, nodes = make_cluster([f"g{i}" for i in range(1, 6)])
-    try:
+    with cluster:
         start_cluster(cluster, nodes)
         yield cluster, nodes
-    finally:
-        cluster.stop()
 
 
 @pytest.fixture
@@ -291,13 +178,13 @@ def five(five_cluster):
 @pytest.fixture(scope="module")
 def gated_cluster():
     """Guardians g1, g2, h3 (in this process), g4, g5."""
-    harness = HarnessPeer("h3")
-    cluster, nodes = make_cluster(["g1", "g2", "g4", "g5"], harness=harness, harness_at=3)
-    try:
+    cluster = Cluster()
+    harness = InProcessNode.fresh(cluster.base / "h3", "h3")
+    nodes = cluster.init_nodes(["g1", "g2", "g4", "g5"])
+    cluster.write_roster(nodes[:2] + [harness] + nodes[2:])
+    with cluster:
         start_cluster(cluster, nodes)
-        yield cluster, nodes, InProcess(harness, cluster.base / harness.name)
-    finally:
-        cluster.stop()
+        yield cluster, nodes, harness
 
 
 @pytest.fixture
@@ -308,7 +195,7 @@ def gated(gated_cluster):
     restart_dead(nodes)
 
 
-async def connected_to(harness: InProcess, nodes: list[NodeProc]) -> None:
+async def connected_to(harness: InProcessNode, nodes: list[NodeProc]) -> None:
     async def check():
         states = {p["name"]: p["state"] for p in (await ask(harness, "status"))["peers"]}
         assert states == {n.name: "connected" for n in nodes}, states
@@ -394,7 +281,7 @@ async def test_five_nodes_propose_show_accept_complete_export_and_verify(five):
 @pytest.mark.parametrize("n, k", [(2, 2), pytest.param(7, 4, marks=pytest.mark.slow)], ids=["n2k2", "n7k4"])
 async def test_other_sizes_complete(n, k):
     cluster, nodes = make_cluster([f"s{i}" for i in range(1, n + 1)])
-    try:
+    with cluster:
         await cluster.start(*nodes)
         await all_connected(nodes, 60)
         session = await propose(nodes[-1], write_election(cluster.base, k, 30))
@@ -407,11 +294,6 @@ async def test_other_sizes_complete(n, k):
             assert len(json.loads((directory / "ceremony_results.json").read_text())["signed_results"]) == n
             assert json.loads((directory / "election_parameters.json").read_text()) is not None
             assert json.loads((directory / "hashes_ext.json").read_text())["h_e"] == h_e.upper()
-    except BaseException:
-        print(cluster.diagnostics())
-        raise
-    finally:
-        cluster.stop()
 
 
 # --- (3) votes: all n, rejections, rosters that differ ------------------------------------------------
@@ -463,7 +345,7 @@ async def test_a_proposal_whose_guardians_differ_from_the_roster_is_invalid_ther
     """a and b run; b's roster has a third guardian (never running), so a's and b's proposals differ."""
     phantom = HarnessPeer("phantom")
     cluster, (a, b) = make_cluster(["a", "b"])
-    try:
+    with cluster:
         (b.dir / "roster.toml").write_text((a.dir / "roster.toml").read_text() + "\n" + phantom.roster_entry(3))
         await cluster.start(a, b)
         await all_connected([a, b])
@@ -477,11 +359,6 @@ async def test_a_proposal_whose_guardians_differ_from_the_roster_is_invalid_ther
         entry = (await wait_status([a], from_b, "invalid"))["a"]
         assert "differ from this node's roster" in entry["outcome"]["reason"]
         assert entry["proposer"] == "b"
-    except BaseException:
-        print(cluster.diagnostics())
-        raise
-    finally:
-        cluster.stop()
 
 
 # --- (4) kill -9 and restart ------------------------------------------------------------------------------
@@ -489,27 +366,10 @@ async def test_a_proposal_whose_guardians_differ_from_the_roster_is_invalid_ther
 KILL_PHASES = {"keys": "keys", "echo": "echo", "shares": "shares", "check": "share-check", "result": "result"}
 
 
-def hold_back(phase: str, opened: trio.Event):
-    """A guardian that sends nothing in `phase` until `opened` is set: the others wait for it there."""
-    def patch(guardian, session):
-        real = guardian.act
-
-        def act():
-            if not opened.is_set() and guardian.t.outcome is None and guardian.t.phase == phase:
-                return []
-            return real()
-        guardian.act = act
-    return patch
-
-
-async def resend_reversed(node: Node, session: bytes) -> int:
-    """Relay every ceremony message this node sent so far again, newest first: duplicated, reordered, late."""
-    own = [raw for raw, mine in node.db.session_log(session) if mine]
-    for raw in reversed(own):
-        for peer in node.peers.values():
-            if peer.connection is not None:
-                await peer.connection.send("relay", raw)
-    return len(own)
+def held_back(sessions: set[str], phase: str, opened: trio.Event, then=honest_guardian) -> Guardians:
+    """The in-process guardian sends nothing in `phase` of the ceremonies in `sessions` until `opened` is set:
+    the others wait for it there."""
+    return Guardians(ceremony=adversary.only_in(sessions, adversary.hold_back(phase, opened, then)))
 
 
 @pytest.mark.parametrize("phase, victim", [("keys", 0), ("echo", 1), ("shares", 2), ("check", 3), ("result", 0)])
@@ -518,7 +378,7 @@ async def test_a_node_killed_in_a_phase_and_restarted_completes_with_the_same_ke
     victim = nodes[victim]
     sessions: set[str] = set()
     opened = trio.Event()
-    async with harness.running(lambda node: on_guardian(node, sessions, hold_back(phase, opened))) as h:
+    async with harness.running(held_back(sessions, phase, opened)) as h:
         await connected_to(harness, nodes)
         session = await propose(nodes[0], write_election(nodes[0].dir.parent, 3))
         sessions.add(session)
@@ -541,7 +401,7 @@ async def test_a_node_killed_in_a_phase_and_restarted_completes_with_the_same_ke
                 assert other["status"] == "running" and order.index(other["phase"]) <= order.index(phase), \
                     (node.name, other)
         # while the victim is down: our held message goes out, after a burst of duplicates, newest first
-        resent = await resend_reversed(h, bytes.fromhex(session))
+        resent = await adversary.replay_session(h.node, bytes.fromhex(session))
         opened.set()
         h.ceremonies.step(bytes.fromhex(session))
         assert resent >= (0 if phase == "keys" else 1)
@@ -612,11 +472,7 @@ async def test_a_node_killed_in_the_complaints_phase_reaches_the_same_verdict_af
     sessions: set[str] = set()
     opened = trio.Event()
 
-    def patch(guardian, session):
-        bad_share_to(4, "true")(guardian, session)
-        hold_back("complaints", opened)(guardian, session)     # outermost: nothing at all until opened
-
-    async with harness.running(lambda node: on_guardian(node, sessions, patch)) as h:
+    async with harness.running(held_back(sessions, "complaints", opened, adversary.bad_share(4, "true"))) as h:
         await connected_to(harness, nodes)
         session = await propose(nodes[0], write_election(nodes[0].dir.parent, 3))
         sessions.add(session)
@@ -642,7 +498,7 @@ async def test_a_node_killed_in_the_complaints_phase_reaches_the_same_verdict_af
 async def test_a_guardian_silent_in_the_shares_phase_is_named_after_the_timeout(gated):
     nodes, harness = gated
     sessions: set[str] = set()
-    async with harness.running(lambda node: on_guardian(node, sessions, hold_back("shares", trio.Event()))):
+    async with harness.running(held_back(sessions, "shares", trio.Event())):
         await connected_to(harness, nodes)
         session = await propose(nodes[0], write_election(nodes[0].dir.parent, 3, ABSENT_TIMEOUT))
         sessions.add(session)
@@ -654,7 +510,7 @@ async def test_a_status_client_that_hangs_up_early_does_not_stop_the_node():
     """`guardian ceremony status` gives up after its timeout when a node is busy with a ceremony step (or the
     operator presses Ctrl-C): the node must answer into the void and keep running, not exit."""
     cluster, (solo,) = make_cluster(["solo"])
-    try:
+    with cluster:
         await cluster.start(solo)
         for _ in range(3):
             stream = await trio.open_unix_socket(str(solo.socket))
@@ -663,8 +519,6 @@ async def test_a_status_client_that_hangs_up_early_does_not_stop_the_node():
             await trio.sleep(0.3)
             assert solo.alive, solo.output()[-3000:]
         assert (await solo.status())["name"] == "solo"
-    finally:
-        cluster.stop()
 
 
 # --- (5) a guardian that never shows up -------------------------------------------------------------------
@@ -712,118 +566,12 @@ async def test_a_guardian_that_accepts_and_never_shows_up_is_named_after_the_tim
 # --- (6) misbehaving guardians, played by the in-process node ------------------------------------------
 
 
-def _q(guardian, value) -> bytes:
-    return int(value % guardian.group.q).to_bytes(guardian.group.q_bytes, "big")
-
-
-def invalid_key_proof(guardian, session):
-    real = guardian.act
-
-    def act():
-        out = real()
-        for s in out:
-            if s.type == "keys":
-                proof = list(s.body["public_key"]["proof"])
-                proof[1] = _q(guardian, int.from_bytes(proof[1], "big") + 1)
-                s.body["public_key"]["proof"] = proof
-        return out
-    guardian.act = act
-
-
-def bad_share_to(victim: int, reveal: str):
-    """One share, to guardian `victim`, is a valid encryption of P(victim)+1; when accused, the guardian
-    reveals either its true share (reveal="true") or the one it sent (reveal="sent")."""
-    def patch(guardian, session):
-        real = guardian.act
-
-        def act():
-            out = real()
-            for s in out:
-                if s.type == "shares":
-                    t, secret = guardian.t, guardian._secret()
-                    nonce = mpz(guardian.state["share_nonces"][str(victim)], 16)
-                    share = evaluate_polynomial(t.group, secret.coefficients, victim)
-                    data = evaluate_polynomial(t.group, secret.data_coefficients, victim)
-                    bad = encrypt_share(t.group, t.parameters.g_table, t.parameters.h_p, guardian.index, victim,
-                                        t.keys[victim].communication_key, (share + 1) % t.group.q, data,
-                                        nonce=nonce)
-                    s.body["shares"] = [encode_share(t.group, bad) if item["to"] == victim else item
-                                        for item in s.body["shares"]]
-                if s.type == "reveal" and reveal == "sent":
-                    s.body["share"] = _q(guardian, int.from_bytes(s.body["share"], "big") + 1)
-            return out
-        guardian.act = act
-    return patch
-
-
-def false_complaint_about(accused: int):
-    def patch(guardian, session):
-        real = guardian.act
-
-        def act():
-            out = real()
-            for s in out:
-                if s.type == "share-check":
-                    s.body["complaints"] = [accused]
-            return out
-        guardian.act = act
-    return patch
-
-
-def equivocate(type_: str, same_seq: bool):
-    """Show g1 and g2 one version of our `type_` message and g4 and g5 another, equally well signed.
-
-    same_seq=False: each version in its own envelope (two sequence numbers), sent to one peer at a time.
-    same_seq=True: one sequence number signed twice: our outbox holds the first version, and the link
-    writers of g4 and g5 stream the second in its place (the classic equivocation: one slot, two messages).
-    """
-    def for_node(node: Node):
-        second: dict[int, bytes] = {}
-        late = {p.entry.public_key for p in node.peers.values() if p.entry.sequence > 3}
-        real_outbox_for = node.db.outbox_for
-
-        def outbox_for(peer: bytes, after_seq: int):
-            rows = real_outbox_for(peer, after_seq)
-            return [(seq, second.get(seq, env)) if peer in late else (seq, env) for seq, env in rows]
-        node.db.outbox_for = outbox_for
-
-        def patch(guardian, session):
-            real = guardian.act
-
-            def act():
-                out = real()
-                for i, s in enumerate(out):
-                    if s.type != type_:
-                        continue
-                    t = guardian.t
-                    if type_ == "keys":
-                        _, other = generate_guardian_key(t.group, t.parameters.g_table, t.parameters.h_p,
-                                                         guardian.index, t.k,
-                                                         t.config.guardians[guardian.index - 1].name)
-                        alternative = {"public_key": encode_public_key(t.group, other)}
-                    else:
-                        alternative = {"complaints": [4]}
-                    if same_seq:
-                        seq = node.db.next_seq() + i              # the number step() gives this message
-                        second[seq] = seal_envelope(node.identity.signing_key, type_, session, seq,
-                                                    alternative).encode()
-                    else:
-                        for peer in node.peers.values():
-                            node.send(type_, alternative if peer.entry.public_key in late else s.body,
-                                      to=peer.entry.public_key, session=session)
-                        out = out[:i] + out[i + 1:]
-                    break
-                return out
-            guardian.act = act
-        return patch
-    return for_node
-
-
-async def _misbehave(gated, patch_for, quorum: int = 3) -> tuple[str, dict[str, dict]]:
+async def _misbehave(gated, factory, quorum: int = 3, outbox=None) -> tuple[str, dict[str, dict]]:
+    """A ceremony in which the in-process guardian is `factory`'s; every member's final status entry."""
     nodes, harness = gated
     sessions: set[str] = set()
     result = {}
-    async with harness.running(lambda node: on_guardian(node, sessions, patch_for(node))):
+    async with harness.running(Guardians(ceremony=adversary.only_in(sessions, factory)), outbox):
         await connected_to(harness, nodes)
         session = await propose(nodes[1], write_election(nodes[0].dir.parent, quorum))
         sessions.add(session)
@@ -834,7 +582,7 @@ async def _misbehave(gated, patch_for, quorum: int = 3) -> tuple[str, dict[str, 
 
 async def test_an_invalid_key_proof_aborts_naming_its_guardian(gated):
     nodes, harness = gated
-    session, entries = await _misbehave(gated, lambda node: invalid_key_proof)
+    session, entries = await _misbehave(gated, adversary.bad_proof())
     await aborts_naming(nodes, session, [harness.sequence], "invalid key proof")
 
 
@@ -846,7 +594,7 @@ async def test_a_bad_share_is_complained_about_revealed_and_its_sender_named(gat
     nodes, harness = gated
     g4 = nodes[2]
     assert g4.sequence == 4
-    session, entries = await _misbehave(gated, lambda node: bad_share_to(4, reveal))
+    session, entries = await _misbehave(gated, adversary.bad_share(4, reveal))
     await aborts_naming(nodes, session, [harness.sequence], reason)
     # the complaint and the public reveal are in every honest node's inbox
     for node in nodes:
@@ -858,7 +606,7 @@ async def test_a_bad_share_is_complained_about_revealed_and_its_sender_named(gat
 
 async def test_a_false_complaint_is_resolved_by_the_public_reveal_and_the_ceremony_completes(gated):
     nodes, harness = gated
-    session, entries = await _misbehave(gated, lambda node: false_complaint_about(5))
+    session, entries = await _misbehave(gated, adversary.false_complaint(5))
     assert {name: e["status"] for name, e in entries.items()} == {m.name: "complete" for m in nodes + [harness]}, \
         {name: e["outcome"] for name, e in entries.items()}
     assert len({e["outcome"]["h_e"] for e in entries.values()}) == 1
@@ -878,7 +626,8 @@ async def test_equivocation_is_caught_and_only_its_guardian_named(gated, type_, 
     """Different keys (or complaints) to different peers. Every honest node must name guardian 3 alone:
     naming an honest guardian that merely passed on what it was shown would be wrong."""
     nodes, harness = gated
-    session, entries = await _misbehave(gated, equivocate(type_, same_seq))
+    outbox = adversary.TwoFacedOutbox() if same_seq else None        # one sequence number, two messages
+    session, entries = await _misbehave(gated, adversary.equivocate(type_, 3, outbox), outbox=outbox)
     for node in nodes:
         print(node.name, "refusals:", {p["name"]: p["refusals"] for p in (await node.status())["peers"]})
     await aborts_naming(nodes, session, [harness.sequence], reason)
@@ -893,15 +642,7 @@ async def test_equivocation_on_complaints_while_two_nodes_are_down_names_only_it
     sessions: set[str] = set()
     opened = trio.Event()
 
-    def for_node(node):
-        equivocating = equivocate("share-check", same_seq=False)(node)
-
-        def patch(guardian, session):
-            equivocating(guardian, session)
-            hold_back("check", opened)(guardian, session)
-        return patch
-
-    async with harness.running(lambda node: on_guardian(node, sessions, for_node(node))) as h:
+    async with harness.running(held_back(sessions, "check", opened, adversary.equivocate("share-check", 3))) as h:
         await connected_to(harness, nodes)
         session = await propose(g1, write_election(g1.dir.parent, 3))
         sessions.add(session)

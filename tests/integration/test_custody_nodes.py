@@ -20,7 +20,6 @@ import base64
 import json
 import re
 import shutil
-import signal
 import sqlite3
 from pathlib import Path
 
@@ -28,7 +27,7 @@ import pytest
 import trio
 
 from node.storage.db import DB_FILE
-from node.testing.processes import PASS_ENV, all_connected, eventually, guardian, node_env
+from node.testing.processes import PASS_ENV, all_connected, eventually, guardian, node_env, start_dead
 from test_ceremony_nodes import accept, completes, entry_of, make_cluster, propose, restart_dead, start_cluster, \
     write_election
 from test_record_flow import VALID, plaintext_line
@@ -127,13 +126,11 @@ class World:
 @pytest.fixture(scope="module")
 def world_module():
     cluster, nodes = make_cluster(NAMES)
-    try:
+    with cluster:
         start_cluster(cluster, nodes)
         world = World(cluster, nodes)
         (world.base / "backups").mkdir()
         yield world
-    finally:
-        cluster.stop()
 
 
 @pytest.fixture
@@ -213,18 +210,12 @@ async def full_custody(world: World, letter: str, names=NAMES) -> None:
 
 async def stop(node) -> None:
     """SIGTERM, and wait for the process to end."""
-    node.signal(signal.SIGTERM)
-    await athread(node.proc.wait, timeout=20)
-    node.kill()
+    await athread(node.stop)
 
 
 async def restart(nodes) -> None:
     """Start the nodes that are down (from an async test: restart_dead runs its own trio loop)."""
-    dead = [node for node in nodes if not node.alive]
-    for node in dead:
-        node.start()
-    for node in dead:
-        await node.wait_ready()
+    await start_dead(nodes)
     await all_connected(nodes, 30)
 
 

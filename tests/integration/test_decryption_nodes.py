@@ -7,9 +7,9 @@ decrypts its own copy of that record, in its own session, through `guardian decr
 socket, and checks the result with `guardian verify`. Every node verifies the record it fetched in a
 child process (verify_workers = 1 keeps five of them sane on two cores); step timeouts are short.
 
-Where a guardian must misbehave, it is g3 itself run in this test process (a real node.daemon.Node on
-g3's own data directory, with g3's identity and key shares), its DecryptionGuardian patched on that one
-instance: it sends a wrong partial decryption. No second cluster or ceremony is needed for it.
+Where a guardian must misbehave, it is g3 itself run in this test process (node.testing.inprocess on
+g3's own data directory, with g3's identity and key shares) with the DecryptionGuardian of
+node.testing.adversary that sends a wrong partial decryption. No second cluster or ceremony is needed for it.
 
 Cost: each session has every present node verify the record (about 4-5 CPU seconds each), so a session
 of five takes some 20 s on two cores; the module takes 3 to 4 minutes. The tests that stop g4 and g5
@@ -30,11 +30,9 @@ import trio
 
 from decryption_harness import (
     DECRYPT_WAIT,
-    InProcessNode,
     ceremony_export,
     cli,
     completes_on,
-    connected,
     decrypted,
     entry,
     expected_tally,
@@ -43,14 +41,14 @@ from decryption_harness import (
     prepare_record,
     request,
     set_decryption,
-    sigkill,
-    sigterm,
-    start_again,
     tally_values,
     verify,
 )
-from node.testing.processes import eventually
-from test_ceremony_nodes import ask, make_cluster, restart_dead, start_cluster
+from node.app import Guardians
+from node.testing import adversary
+from node.testing.inprocess import InProcessNode
+from node.testing.processes import all_connected, eventually, start_dead
+from test_ceremony_nodes import ask, make_cluster, restart_dead, sigkill, start_cluster
 from test_record_flow import VALID, option
 
 BALLOTS = [b for b in VALID if b[0] in ("v-1", "v-3", "v-challenged")]      # two cast, one challenged
@@ -69,15 +67,13 @@ DECRYPTION_STEPS = {"10": "tally decryption", "11": "tally contents", "13": "cha
 def cluster5():
     """Five nodes, their ceremony (k=3), and a tallied record that is never decrypted itself."""
     cluster, nodes = make_cluster(NAMES)
-    try:
+    with cluster:
         for node in nodes:
             set_decryption(node, timeout_seconds=ROUND_TIMEOUT, verify_workers=1)
         start_cluster(cluster, nodes)
         export = ceremony_export(nodes)
         template = prepare_record(cluster.base, export, BALLOTS)
         yield cluster, nodes, template
-    finally:
-        cluster.stop()
 
 
 @pytest.fixture
@@ -92,7 +88,7 @@ def record(cluster5):
 @pytest.fixture
 def five(cluster5):
     cluster, nodes, _ = cluster5
-    trio.run(connected, nodes)          # the coordinator waits before round 1 only for the peers it has links to
+    trio.run(all_connected, nodes)          # the coordinator waits before round 1 only for the peers it has links to
     yield nodes
     print(cluster.diagnostics())                 # shown by pytest only when the test fails
     restart_dead(nodes)
@@ -139,6 +135,16 @@ def check_outcome(e: dict, present: list[str], missing: list[str], form: str = "
     o = e["outcome"]
     assert (e["status"], o["present"], o["missing"], o["form"]) == ("complete", present, missing, form), o
     assert o["challenged"] == ["v-challenged"], o
+
+
+async def in_round_one(node, session: str, steps: tuple[str, ...]) -> dict:
+    """`node`'s entry as soon as it is in round 1 at one of `steps`."""
+    async def check():
+        e = await entry(node, session)
+        assert e["status"] == "ready" and e.get("round") == 1 and e.get("step") in steps, \
+            {k: e.get(k) for k in ("status", "round", "step", "waiting_for")}
+        return e
+    return await eventually(check, DECRYPT_WAIT, f"round 1 under way on {node.name}", interval=0.03)
 
 
 # --- (1) every guardian present --------------------------------------------------------------------------
@@ -211,12 +217,7 @@ async def test_two_guardians_killed_in_round_one_the_other_three_finish(five, re
     g1, g2, g3, g4, g5 = five
     session = await request(g1, record, timeout=STEP_TIMEOUT)
 
-    async def in_round_one():
-        e = await entry(g1, session)
-        assert e["status"] == "ready" and e.get("round") == 1 and e.get("step") in ("shares", "commitments"), \
-            {k: e.get(k) for k in ("status", "round", "step", "waiting_for")}
-        return e
-    seen = await eventually(in_round_one, DECRYPT_WAIT, "round 1 under way on g1", interval=0.03)
+    seen = await in_round_one(g1, session, ("shares", "commitments"))
     sigkill(g4)
     sigkill(g5)
     print("killed g4 and g5 at", {k: seen.get(k) for k in ("round", "step", "waiting_for")})
@@ -238,11 +239,11 @@ async def catch_up(five, session: str) -> None:
     # Back again: they resume the session and learn its end from the others. g1 and g3 come back only
     # after g4 and g5 have everything g2 sent, so g2's round-2 responses reach them before the round-2
     # commitments of g1 and g3 (links are independent: nothing orders one sender's messages after another's).
-    sigterm(g1)
-    sigterm(g3)
-    await start_again(g4, g5)
+    g1.stop()
+    g3.stop()
+    await start_dead([g4, g5])
     await has_round_messages([g4, g5], session, {"g2"}, 2)
-    await start_again(g1, g3)
+    await start_dead([g1, g3])
     await has_round_messages([g4, g5], session, {"g1", "g2", "g3"}, 2)
     entries = await settled([g4, g5], session)
     for node in five:
@@ -283,16 +284,11 @@ async def test_every_node_killed_in_round_one_resumes_and_never_answers_twice(fi
     g1 = five[0]
     session = await request(g1, record, timeout=ROUND_TIMEOUT)
 
-    async def in_round_one():
-        e = await entry(g1, session)
-        assert e["status"] == "ready" and e.get("round") == 1 and e.get("step") in ("commitments", "responses"), \
-            {k: e.get(k) for k in ("status", "round", "step", "waiting_for")}
-        return e
-    seen = await eventually(in_round_one, DECRYPT_WAIT, "round 1 under way on g1", interval=0.03)
+    seen = await in_round_one(g1, session, ("commitments", "responses"))
     for node in five:            # the coordinator first
         sigkill(node)
     print("killed every node at", {k: seen.get(k) for k in ("round", "step", "waiting_for")})
-    await start_again(*five)
+    await start_dead(five)
     entries = await completes_on(five, session)
     outcome = entries["g1"]["outcome"]
     print("after the restart:", outcome)
@@ -321,47 +317,18 @@ async def test_every_node_killed_in_round_one_resumes_and_never_answers_twice(fi
 # --- (5) a guardian sending a wrong partial decryption ----------------------------------------------------------
 
 
-def wrong_partial_decryption(node) -> None:
-    """On this Node instance only: its DecryptionGuardian computes the partial decryption M of the first
-    statement (the tally of contest 1 option 1) with its secret plus one, so M_i = base^(x_i + 1), and its
-    commitment hash matches that M; everything else it sends is honest."""
-    decryptions = node.decryptions
-    real_advance = decryptions._advance
-
-    def advance(run, *args, **kwargs):
-        guardian = run.guardian
-        if guardian is not None and not getattr(guardian, "_test_patched", False):
-            guardian._test_patched = True
-            real_shares, real_secret = guardian._shares, guardian._secret
-            first, q = run.transcript.ctx.items[0], run.transcript.ctx.group.q
-
-            def shares(r):
-                guardian._m_cache.clear()
-                guardian._secret = lambda item, part: (real_secret(item, part) + (item is first)) % q
-                try:
-                    return real_shares(r)
-                finally:
-                    guardian._secret = real_secret
-            guardian._shares = shares
-        return real_advance(run, *args, **kwargs)
-    decryptions._advance = advance
-
-
 async def test_a_wrong_partial_decryption_excludes_its_guardian_and_the_others_finish(five, record):
     g1, g2, g3, g4, g5 = five
     honest = [g1, g2, g4, g5]
-    sigterm(g3)
-    culprit = InProcessNode(g3)
-    async with trio.open_nursery() as nursery:
-        await culprit.run(nursery, patch=wrong_partial_decryption)
-        try:
-            await connected(honest, among=honest + [culprit])
-            session = await request(g1, record, timeout=ROUND_TIMEOUT)
-            entries = await completes_on(honest, session)
-            own = (await final([culprit], session, 60))["g3"]
-        finally:
-            culprit.stop()
-    culprit.close()
+    g3.stop()
+    culprit = InProcessNode.of(g3)
+    # its partial decryption M of the first statement (the tally of contest 1 option 1) is wrong, with a
+    # commitment hash that matches that M; everything else it sends is honest
+    async with culprit.running(Guardians(decryption=adversary.wrong_decryption(first_only=True))):
+        await all_connected(honest, among=honest + [culprit])
+        session = await request(g1, record, timeout=ROUND_TIMEOUT)
+        entries = await completes_on(honest, session)
+        own = (await final([culprit], session, 60))["g3"]
     for name, e in entries.items():
         check_outcome(e, ["g1", "g2", "g4", "g5"], ["g3"])
         assert list(e["outcome"]["excluded"]) == ["g3"], (name, e["outcome"])
@@ -387,7 +354,7 @@ async def test_a_wrong_partial_decryption_excludes_its_guardian_and_the_others_f
 def g4_g5_stopped(cluster5):
     cluster, nodes, _ = cluster5
     for node in nodes[3:]:
-        sigterm(node)
+        node.stop()
     yield nodes
     restart_dead(nodes)
 
@@ -395,7 +362,7 @@ def g4_g5_stopped(cluster5):
 @pytest.fixture
 def three(cluster5, g4_g5_stopped):
     cluster, nodes, _ = cluster5
-    trio.run(connected, nodes[:3])
+    trio.run(all_connected, nodes[:3])
     yield nodes
     print(cluster.diagnostics())
 
@@ -420,7 +387,7 @@ class TestTwoGuardiansNeverStarted:
     async def test_two_present_stalls_and_a_third_returning_completes_it(self, three, record):
         g1, g2, g3, g4, g5 = three
         assert not g4.alive and not g5.alive
-        sigterm(g3)
+        g3.stop()
         r = await cli("decrypt", "--record", record, "--config", g1.config, "--timeout", GATHER_TIMEOUT)
         assert r.returncode == 1, (r.stdout, r.stderr)
         prefix = session_prefix(r.stdout)

@@ -15,35 +15,12 @@ import trio
 import trio_websocket
 
 from node.protocol.envelope import decode_envelope
-from node.testing.processes import (
-    PASS_ENV,
-    Cluster,
-    HarnessLink,
-    HarnessPeer,
-    NodeProc,
-    all_connected,
-    eventually,
-    guardian,
-    node_env,
-)
-
-
-@pytest.fixture
-def cluster():
-    c = Cluster()
-    try:
-        yield c
-    finally:
-        print(c.diagnostics())            # shown by pytest only when the test fails
-        c.stop()
+from node.testing.peer import HarnessLink, HarnessPeer
+from node.testing.processes import PASS_ENV, NodeProc, all_connected, cli, eventually, node_env
 
 
 def inbox_keys(inbox: list[dict]) -> list[tuple]:
     return sorted((m["from"], m["seq"], m["type"], json.dumps(m["body"], sort_keys=True)) for m in inbox)
-
-
-async def run_guardian(*args, env=None):
-    return await trio.to_thread.run_sync(lambda: guardian(*args, env=env))
 
 
 async def wait_exit(node: NodeProc, timeout: float = 15) -> int:
@@ -90,13 +67,13 @@ async def test_three_nodes_connect_and_exchange_signed_notes(cluster):
         assert status["sessions"] and status["sessions"][0]["kind"] == "node"
 
     # the operator's view: `guardian status` and `guardian status --json`
-    text = await run_guardian("status", "--config", alice.config)
+    text = await cli("status", "--config", alice.config)
     assert text.returncode == 0, text.stderr
     assert "alice" in text.stdout and alice.fingerprint in text.stdout
     for line_of in ("bob", "carol"):
         (line,) = [line for line in text.stdout.splitlines() if f" {line_of} " in line]
         assert "connected" in line
-    machine = await run_guardian("status", "--config", bob.config, "--json")
+    machine = await cli("status", "--config", bob.config, "--json")
     assert machine.returncode == 0, machine.stderr
     status = json.loads(machine.stdout)
     assert status["name"] == "bob" and status["fingerprint"] == bob.fingerprint
@@ -330,9 +307,7 @@ async def test_a_killed_node_reconnects_and_gets_every_missed_note_exactly_once(
     await send(carol, "bob", "before 2")
     await eventually(bob_has_all, 20, "bob gets the first notes")
 
-    bob.proc.send_signal(signal.SIGKILL)
-    bob.kill()
-    assert bob.proc.returncode == -signal.SIGKILL
+    assert bob.kill() == -signal.SIGKILL
 
     async def bob_is_gone():
         for node in (alice, carol):
@@ -407,7 +382,7 @@ def _one_line(result) -> str:
 async def test_wrong_passphrase_makes_run_exit_1_with_one_line(cluster):
     alice = cluster.init_node("alice")
     cluster.write_roster([alice])
-    result = await run_guardian("run", "--config", alice.config, "--passphrase-env", "GN_WRONG_PASSPHRASE",
+    result = await cli("run", "--config", alice.config, "--passphrase-env", "GN_WRONG_PASSPHRASE",
                                 env=node_env(GN_WRONG_PASSPHRASE="this is not it"))
     assert result.returncode == 1
     assert "passphrase" in _one_line(result)
@@ -417,7 +392,7 @@ async def test_wrong_passphrase_makes_run_exit_1_with_one_line(cluster):
 async def test_run_refuses_a_roster_without_this_node(cluster):
     alice, bob, carol = (cluster.init_node(n) for n in ("alice", "bob", "carol"))
     cluster.write_roster([bob, carol], directories=[alice.dir])
-    result = await run_guardian("run", "--config", alice.config)
+    result = await cli("run", "--config", alice.config)
     assert result.returncode == 1
     assert alice.fingerprint in _one_line(result)
 
@@ -425,7 +400,7 @@ async def test_run_refuses_a_roster_without_this_node(cluster):
 async def test_init_refuses_to_overwrite_an_existing_node(cluster):
     alice = cluster.init_node("alice")
     before = (alice.dir / "identity.sealed").read_bytes(), alice.config.read_text()
-    result = await run_guardian("init", alice.dir, "--name", "mallory", "--listen", "127.0.0.1:1",
+    result = await cli("init", alice.dir, "--name", "mallory", "--listen", "127.0.0.1:1",
                                 "--passphrase-env", PASS_ENV)
     assert result.returncode == 1
     assert "overwrite" in _one_line(result)
@@ -433,7 +408,7 @@ async def test_init_refuses_to_overwrite_an_existing_node(cluster):
 
 
 async def test_init_never_takes_the_passphrase_from_the_environment_unasked(cluster):
-    result = await run_guardian("init", cluster.base / "nobody", "--name", "nobody", "--listen", "127.0.0.1:1")
+    result = await cli("init", cluster.base / "nobody", "--name", "nobody", "--listen", "127.0.0.1:1")
     assert result.returncode == 1                    # no terminal to prompt on, and no --passphrase-* option
     assert "passphrase" in _one_line(result)
     assert not (cluster.base / "nobody" / "identity.sealed").exists()
@@ -443,7 +418,7 @@ async def test_status_without_a_running_node_exits_1_with_a_clear_message(cluste
     alice = cluster.init_node("alice")
     cluster.write_roster([alice])
     for args in (("status", "--config", alice.config), ("status", "--config", alice.config, "--json")):
-        result = await run_guardian(*args)
+        result = await cli(*args)
         assert result.returncode == 1
         line = _one_line(result)
         assert "no node answers" in line and "running" in line

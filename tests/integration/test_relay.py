@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import random
 from functools import partial
-import sys
 
 import pytest
 import trio
@@ -18,12 +17,8 @@ import trio_websocket
 
 from node.config import roster_entry_toml
 from node.identity import encode_public_key
-from node.testing.processes import PROJECT, Cluster, NodeProc, all_connected, eventually, free_port
-
-if str(PROJECT) not in sys.path:           # simulate/ is not an installed package
-    sys.path.insert(0, str(PROJECT))
-
-from simulate.relay import (  # noqa: E402
+from node.testing.processes import NodeProc, all_connected, eventually, free_port
+from simulate.relay import (
     A_TO_B,
     B_TO_A,
     BOTH,
@@ -456,16 +451,6 @@ async def test_mesh_puts_one_relay_on_every_link(nursery):
 
 
 # --- two real nodes, one link through a relay -------------------------------------------------------
-
-
-@pytest.fixture
-def cluster():
-    c = Cluster()
-    try:
-        yield c
-    finally:
-        print(c.diagnostics())            # shown by pytest only when the test fails
-        c.stop()
 
 
 def write_roster(node: NodeProc, members: list[NodeProc], addresses: dict[str, str]) -> None:

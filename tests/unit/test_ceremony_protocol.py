@@ -1,8 +1,8 @@
 """Adversarial tests of the key ceremony state machine (node.protocol.ceremony, spec 3.2).
 
-A small in-process Network drives n Transcript/Guardian pairs: every message a
-guardian sends goes to every transcript, its sender's included, in a seeded
-random order. A test can alter, drop or duplicate a message per (sender,
+The in-memory network of node.testing.network drives n Transcript/Guardian pairs:
+every message a guardian sends goes to every transcript, its sender's included, in
+a seeded random order. A test can alter, drop or duplicate a message per (sender,
 recipient) (`intercept`), play a malicious guardian by rewriting what it sends
 (`rewrite`), silence a guardian's messages of one type (`muted`), relay keys
 messages between honest guardians, and restart a guardian from its persisted
@@ -17,14 +17,11 @@ from __future__ import annotations
 
 import copy
 import functools
-import hashlib
 import itertools
 import json
 import random
-from typing import Callable
 
 import gmpy2
-import msgpack
 import pytest
 from gmpy2 import mpz
 from hypothesis import HealthCheck, given, settings
@@ -39,6 +36,8 @@ from node.crypto.params import STANDARD, TOY_64
 from node.crypto.tally import decrypt_tally, tally_ballots, verify_tally
 from node.protocol.ceremony import CeremonyFault, Guardian, Transcript, encode_public_key, encode_share
 from node.protocol.election_config import ConfigGuardian, ElectionConfig
+from node.testing import network
+from node.testing.network import message_digest
 
 MANIFEST = parse_manifest({
     "label": "Ceremony test election",
@@ -59,102 +58,17 @@ def make_config(n: int, k: int) -> ElectionConfig:
     return ElectionConfig("ceremony-test", k, guardians, MANIFEST, 60.0, "0" * 32)
 
 
-def message_digest(sender: int, type_: str, body) -> bytes:
-    """sha256 of the packed (sender, type, body): what the signed envelope's digest stands for."""
-    try:
-        raw = msgpack.packb([sender, type_, body], use_bin_type=True)
-    except (TypeError, ValueError, OverflowError):
-        raw = repr((sender, type_, body)).encode()
-    return hashlib.sha256(raw).digest()
-
-
-class Network:
-    """n Transcript/Guardian pairs exchanging every message with every transcript (the sender's included)."""
+class Network(network.Network):
+    """n guardians of one ceremony on the in-memory network, with what the tests check of them."""
 
     def __init__(self, n: int, k: int, *, group=TOY_64, seed: int = 0, key_seed=None, order: str = "random",
                  relay_keys: bool | str = False) -> None:
-        self.n, self.k, self.group = n, k, group
+        self.k, self.group = k, group
         self.config = make_config(n, k)
-        self.rng = random.Random(seed)
-        self.order = order
-        self.key_seed = seed if key_seed is None else key_seed
-        self.ts = {i: Transcript(self.config, group=group) for i in self.everyone}
-        self.gs = {i: Guardian(self.ts[i], i, rng=random.Random(f"{self.key_seed}/{i}")) for i in self.everyone}
-        self.queue: list[tuple] = []
-        self.faults: dict[int, CeremonyFault] = {}      # recipient -> first fault its transcript raised
-        self.log = {i: [] for i in self.everyone}      # (sender, type, body, digest) delivered to transcript i
-        self.sent = {i: [] for i in self.everyone}     # (type, body) as guardian i's act() returned them
-        # A malicious guardian: sender -> fn(type, body) -> [(type, body), ...] actually sent to everyone.
-        self.rewrite: dict[int, Callable] = {}
-        # The network / per-recipient equivocation: fn(sender, recipient, type, body) -> [body, ...] delivered.
-        self.intercept: Callable | None = None
-        self.muted: set[tuple[int, str | None]] = set()   # (sender, type) never sent; type None: nothing
-        self.relay_keys = relay_keys
-        self.malicious: set[int] = set()
-        self.started = False
-
-    @property
-    def everyone(self) -> range:
-        return range(1, self.n + 1)
-
-    @property
-    def honest(self) -> list[int]:
-        return [i for i in self.everyone if i not in self.malicious]
-
-    # --- sending and delivering ------------------------------------------------------------------
-
-    def pump(self, i: int) -> None:
-        for send in self.gs[i].act():
-            self.sent[i].append((send.type, send.body))
-            outgoing = self.rewrite[i](send.type, send.body) if i in self.rewrite else [(send.type, send.body)]
-            for type_, body in outgoing:
-                if (i, type_) in self.muted or (i, None) in self.muted:
-                    continue
-                for j in self.everyone:
-                    bodies = self.intercept(i, j, type_, body) if self.intercept else [body]
-                    for b in bodies:
-                        self.queue.append((j, i, type_, b, message_digest(i, type_, b)))
-
-    def deliver(self, j: int, sender: int, type_: str, body, d: bytes) -> None:
-        t = self.ts[j]
-        known = d in t.key_digests.get(sender, ())
-        was_open = t.outcome is None
-        self.log[j].append((sender, type_, body, d))
-        try:
-            t.receive(sender, type_, body, d)
-        except CeremonyFault as e:
-            self.faults.setdefault(j, e)
-        if (self.relay_keys and type_ == "keys" and j not in self.malicious and not known and was_open
-                and t.outcome is None):
-            # An honest guardian forwards each keys message it accepts, still signed by its author:
-            # at once (relay_keys=True) or through the network like any other message ("async").
-            for m in self.everyone:
-                if m != j:
-                    if self.relay_keys == "async":
-                        self.queue.append((m, sender, type_, body, d))
-                    else:
-                        self.deliver(m, sender, type_, body, d)
-        self.pump(j)
-
-    def start(self) -> None:
-        if not self.started:
-            self.started = True
-            for i in self.everyone:
-                self.pump(i)
-
-    def run(self, until: Callable[[], bool] | None = None) -> None:
-        """Deliver until the queue is empty (or `until()` holds between two deliveries)."""
-        self.start()
-        while self.queue:
-            if until is not None and until():
-                return
-            if self.order == "fifo":
-                idx = 0
-            elif self.order == "lifo":
-                idx = len(self.queue) - 1
-            else:
-                idx = self.rng.randrange(len(self.queue))
-            self.deliver(*self.queue.pop(idx))
+        machines = network.CeremonyMachines(self.config, group, seed if key_seed is None else key_seed,
+                                            relay_keys=bool(relay_keys))
+        # relay_keys=True: a relayed keys message reaches the others at once; "async": through the queue
+        super().__init__(machines, n, seed=seed, order=order, relay_at_once=relay_keys is True)
 
     def timeout_all(self) -> dict[int, CeremonyFault | None]:
         """Every transcript's deadline passes: what each one names."""
@@ -166,20 +80,6 @@ class Network:
             except CeremonyFault as e:
                 named[i] = e
         return named
-
-    def restart(self, i: int) -> None:
-        """Guardian i crashes: rebuild its transcript from its log and its guardian from the persisted state."""
-        state = json.loads(json.dumps(self.gs[i].state))
-        t = Transcript(self.config, group=self.group)
-        for m in self.log[i]:
-            try:
-                t.receive(*m)
-            except CeremonyFault:
-                pass
-        g = Guardian(t, i, state, rng=random.Random(f"restarted/{i}"))
-        for type_, body in self.sent[i]:
-            g.note_sent(type_, body)
-        self.ts[i], self.gs[i] = t, g
 
     # --- helpers for tests -----------------------------------------------------------------------
 
@@ -684,7 +584,7 @@ def test_wrong_share_and_no_reveal_times_out_naming_the_accused():
         assert named[i].culprits == [2] and "complaints phase" in named[i].reason
     # the aborts the guardians now send agree
     for i in net.everyone:
-        net.pump(i)
+        net.act(i)
     net.run()
     net.assert_aborted([2], who=net.everyone)
 
@@ -924,13 +824,13 @@ def test_restart_mid_ceremony_computes_nothing_twice(who, after_sends):
     reference = _restart_reference(seed)
     net = Network(3, 2, seed=seed)
     false_complaint(net, 3, 2)
-    net.run(until=lambda: len(net.sent[who]) >= after_sends)
+    net.run(until=lambda net: len(net.sent[who]) >= after_sends)
     sent_before = list(net.sent[who])
     state_before = json.loads(json.dumps(net.gs[who].state))
     phase_before = net.ts[who].phase
     net.restart(who)
     assert net.ts[who].phase == phase_before
-    net.pump(who)
+    net.act(who)
     assert net.sent[who] == sent_before, "the restarted guardian sent something again"
     assert net.gs[who].state["secret"] == state_before["secret"]
     if "share_nonces" in state_before:
@@ -950,11 +850,11 @@ def test_restart_of_every_guardian_at_once():
     reference.run()
     expected = reference.assert_complete()
     net = Network(4, 3, seed=seed)
-    net.run(until=lambda: net.ts[1].phase == "check")
+    net.run(until=lambda net: net.ts[1].phase == "check")
     for i in net.everyone:
         net.restart(i)
     for i in net.everyone:
-        net.pump(i)
+        net.act(i)
     net.run()
     assert net.assert_complete() == expected
     check_decryption_keys(net)
@@ -963,12 +863,12 @@ def test_restart_of_every_guardian_at_once():
 def test_restart_before_anything_was_sent_starts_afresh():
     net = Network(3, 2, seed=53)
     net.muted.add((1, None))          # guardian 1 crashes before its first message leaves
-    net.start()
-    net.sent[1].clear()
-    net.gs[1].state.clear()
+    net.begin()
+    net.sent[1].clear()               # nothing of it was committed
+    del net.persisted[1]
     net.muted.clear()
     net.restart(1)
-    net.pump(1)
+    net.act(1)
     net.run()
     net.assert_complete()
     check_decryption_keys(net)
