@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+from pathlib import Path
 
 
 def guardian_list(text: str) -> tuple[int, ...]:
@@ -31,3 +33,22 @@ def positive_float(text: str) -> float:
     if not 0 < value < float("inf"):
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
     return value
+
+
+CONFIG_VARIABLE = "GUARDIAN_CONFIG"
+
+
+def config_help(extra: str = "") -> str:
+    """The help of a --config option: what it is and its default, with the environment variable."""
+    now = os.environ.get(CONFIG_VARIABLE)
+    text = (f"the node's node.toml (default{extra}: ${CONFIG_VARIABLE} if set"
+            + (f", now {now}" if now else "") + ", else ./node.toml)")
+    return text.replace("%", "%%")      # argparse formats help texts with %
+
+
+def default_config() -> Path:
+    return Path(os.environ.get(CONFIG_VARIABLE) or "node.toml")
+
+
+def add_config_option(parser) -> None:
+    parser.add_argument("--config", type=Path, default=default_config(), metavar="FILE", help=config_help())

@@ -11,6 +11,7 @@ import argparse
 import importlib
 import sys
 
+from node import __version__
 from node.crypto.errors import GuardianError
 
 FEATURES = ["node.cli.demo", "node.cli.node", "node.cli.decrypt", "node.cli.record", "node.cli.custody",
@@ -22,6 +23,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
         prog="guardian",
         description="Guardian node for ElectionGuard 2.1 elections: key ceremony, key custody, "
                     "threshold decryption and verification.")
+    parser.add_argument("--version", action="version", version=f"guardian-node {__version__}",
+                        help="print the version and exit")
     parser.add_argument("--verbose", action="store_true", help="show tracebacks on failure")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     handlers: dict = {}

@@ -28,7 +28,9 @@ async def serve_control(path: Path, dispatch: Callable[[dict], Any],
     if len(str(path).encode()) > 100:
         raise InputError(f"control socket path too long for a Unix socket: {path}")
     if path.exists():
-        path.unlink()
+        if _answers(path):
+            raise InputError(f"another node answers on the control socket {path}: stop it first")
+        path.unlink()      # left by a node that did not stop cleanly
     sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     old_umask = os.umask(0o177)    # the socket file is created owner-only
     try:
@@ -49,6 +51,19 @@ async def serve_control(path: Path, dispatch: Callable[[dict], Any],
             path.unlink()
         except OSError:
             pass
+
+
+def _answers(path: Path) -> bool:
+    """Whether a process accepts connections on the Unix socket at path."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(1.0)
+    try:
+        probe.connect(str(path))
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.close()
 
 
 async def _guarded_session(stream: trio.SocketStream, dispatch: Callable[[dict], Any]) -> None:

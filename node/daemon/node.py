@@ -4,6 +4,8 @@ Structure (structured concurrency, one nursery):
   listener      serves peers that dial us (the peers with a lower roster sequence number)
   dial loops    one per peer with a higher sequence number: dial, serve, re-dial with capped
                 exponential backoff and jitter (one connection per pair of guardians)
+  prompts       at start, one call to each peer with a lower sequence number: after the handshake
+                that peer closes it and dials us at once, instead of waiting out its backoff
   links         handshake, then four tasks: reader, outbox writer, heartbeat, record-file server
   control       the Unix socket of `guardian status` (node/daemon/control.py)
   signals       SIGINT / SIGTERM cancel everything and the node exits cleanly
@@ -20,6 +22,7 @@ accepted envelope, control command and link event to the service that asked for 
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import random
@@ -65,6 +68,7 @@ class PeerState:
     connection: "Connection | None" = None     # the live link, while connected
     writer_cursor: int | None = None
     cursor_set: trio.Event = field(default_factory=trio.Event)
+    prompted: trio.Event = field(default_factory=trio.Event)   # set when the peer asks us to dial it now
 
 
 class Connection:
@@ -144,8 +148,10 @@ class Node:
             for service in self.services:
                 service.start()
             for peer in self.peers.values():
-                if peer.entry.sequence > self.me.sequence:
+                if self._dials(peer):
                     nursery.start_soon(self._dial_loop, peer)
+                else:
+                    nursery.start_soon(self._prompt, peer)
             self.db.audit("node started", {"fingerprint": self.identity.fingerprint, "port": self.port})
             log.info("node %s (guardian %d) listening on %s:%d", self.me.name, self.me.sequence,
                      self.config.listen_host, self.port)
@@ -163,16 +169,32 @@ class Node:
         if self.config.tls_cert is None:
             return None
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.load_cert_chain(self.config.tls_cert, self.config.tls_key)
+        try:
+            context.load_cert_chain(self.config.tls_cert, self.config.tls_key)
+        except (OSError, ssl.SSLError) as e:
+            raise InputError(f"{self.config.path} [tls]: cannot load the certificate {self.config.tls_cert} "
+                             f"and key {self.config.tls_key}: {getattr(e, 'strerror', None) or e}") from None
         return context
 
     def _ssl_client(self) -> ssl.SSLContext:
         return ssl.create_default_context(cafile=str(self.config.tls_ca) if self.config.tls_ca else None)
 
     async def _serve(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
-        await trio_websocket.serve_websocket(
-            self._on_request, self.config.listen_host, self.config.listen_port, self._ssl_server(),
-            max_message_size=2 * self.config.max_frame_bytes, task_status=task_status)
+        host, port = self.config.listen_host, self.config.listen_port
+        context = self._ssl_server()
+        try:
+            listeners = await trio.open_tcp_listeners(port, host=host)
+        except OSError as e:
+            where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+            if e.errno == errno.EADDRINUSE:
+                raise InputError(f"cannot listen on {where}: the address is in use by another process "
+                                 f"(stop it, or change [node] listen in {self.config.path})") from None
+            raise InputError(f"cannot listen on {where}: {e.strerror or e}") from None
+        if context is not None:
+            listeners = [trio.SSLListener(listener, context, https_compatible=True) for listener in listeners]
+        server = trio_websocket.WebSocketServer(self._on_request, listeners,
+                                                max_message_size=2 * self.config.max_frame_bytes)
+        await server.run(task_status=task_status)
 
     async def _on_request(self, request) -> None:
         remote = f"{request.remote.address}:{request.remote.port}" if hasattr(request.remote, "address") \
@@ -185,6 +207,10 @@ class Node:
         except Exception:
             log.exception("internal error serving %s; connection dropped", remote)
 
+    def _dials(self, peer: PeerState) -> bool:
+        """Of each pair of guardians, the one with the lower sequence number dials and keeps the link."""
+        return peer.entry.sequence > self.me.sequence
+
     async def _dial_loop(self, peer: PeerState) -> None:
         initial, maximum = self.config.redial_initial_seconds, self.config.redial_max_seconds
         delay = initial
@@ -193,6 +219,7 @@ class Node:
         while True:
             started = trio.current_time()
             peer.state = "dialing"
+            peer.prompted = trio.Event()
             try:
                 await self._dial_once(url, context, peer)
             except* DIAL_ERRORS as group:
@@ -208,8 +235,23 @@ class Node:
                 peer.state = "disconnected"
             if trio.current_time() - started > 4 * initial:
                 delay = initial       # the link held for a while: start the backoff afresh
-            await trio.sleep(min(delay, maximum) * random.uniform(0.5, 1.5))
-            delay = min(delay * 2, maximum)
+            # The peer calling us (it has just started) ends the wait: it is there now.
+            with trio.move_on_after(min(delay, maximum) * random.uniform(0.5, 1.5)):
+                await peer.prompted.wait()
+            if peer.prompted.is_set():
+                delay = initial
+            else:
+                delay = min(delay * 2, maximum)
+
+    async def _prompt(self, peer: PeerState) -> None:
+        """Call a peer that dials us, once, so that it dials now rather than when its backoff ends."""
+        url = peer.entry.address
+        try:
+            await self._dial_once(url, self._ssl_client() if url.startswith("wss://") else None, peer)
+        except* DIAL_ERRORS as group:
+            log.debug("%s not reached at start (it dials us when it starts): %s", peer.entry.name, _first(group))
+        except* Exception as group:
+            log.error("internal error calling %s", peer.entry.name, exc_info=_first(group))
 
     async def _dial_once(self, url: str, context, peer: PeerState) -> None:
         async with trio.open_nursery() as link_nursery:
@@ -226,6 +268,7 @@ class Node:
     # --- one connection ---------------------------------------------------------------------------
 
     async def _serve_connection(self, ws, role: str, remote: str, expected: bytes | None) -> None:
+        arrived = trio.current_time()
         handshake = Handshake(self.identity.signing_key, role, lambda key: key in self.peers)
         try:
             with trio.fail_after(HANDSHAKE_TIMEOUT):
@@ -251,6 +294,9 @@ class Node:
         except trio_websocket.ConnectionClosed:
             return
         peer = self.peers[handshake.peer_key]
+        if (role == DIALER) != self._dials(peer):
+            await self._on_prompt(ws, role, peer, arrived)
+            return
         if peer.cancel is not None:
             peer.cancel.cancel()          # a newer link replaces the old one
         connection = Connection(ws, frames.LinkFrames(handshake.link))
@@ -276,6 +322,27 @@ class Node:
                     peer.state = "disconnected"
                     self._links_changed()
                 log.info("link to %s closed", peer.entry.name)
+        await _close(ws)
+
+    async def _on_prompt(self, ws, role: str, peer: PeerState, arrived: float) -> None:
+        """An authenticated connection against the rule of who dials: a prompt, never a link.
+
+        The peer that dials us gets the close at once and dials now; a link of ours that is older
+        than the prompt belongs to the peer's previous run and is replaced. The side that prompted
+        waits for that close, so the peer has seen the whole handshake.
+        """
+        if role == LISTENER:
+            log.info("%s has started: dialling it now", peer.entry.name)
+            if peer.cancel is not None and peer.connected_since is not None and peer.connected_since < arrived:
+                peer.cancel.cancel()
+            peer.prompted.set()
+        else:
+            with trio.move_on_after(HANDSHAKE_TIMEOUT):
+                try:
+                    while True:
+                        await ws.get_message()
+                except trio_websocket.ConnectionClosed:
+                    pass
         await _close(ws)
 
     def _links_changed(self) -> None:

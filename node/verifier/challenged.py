@@ -13,7 +13,7 @@ from node.crypto.manifest import Manifest
 from node.crypto.params import STANDARD
 from node.record import codec, layout
 from node.verifier.decryptions import Decryption, check_decryptions, quorum_failures
-from node.verifier.registry import Accumulator, Run, every_key_verified, step
+from node.verifier.registry import Accumulator, Run, every_key_verified, not_decrypted_yet, step
 
 
 def _challenged(run: Run) -> list[tuple[str, codec.BallotRecord, codec.ChallengedRecord | None]]:
@@ -66,6 +66,8 @@ def _contents_failures(manifest: Manifest, ballot, opened: codec.ChallengedRecor
       unmet="cannot check decryptions without every guardian's verified key (steps 1-3)")
 def challenged_ballot_decryption(run: Run, acc: Accumulator) -> None:
     """The joint proofs of the ballot nonces (batched), and the nonces reproduce the ballots' encryptions."""
+    if not_decrypted_yet(run, acc):
+        return
     data, el = run.data, run.election
     ctx = el.context
     for err in data.errors_in(layout.CHALLENGED):
@@ -128,9 +130,14 @@ def challenged_ballot_decryption(run: Run, acc: Accumulator) -> None:
       unmet="cannot check challenged ballots without the election (steps 1-4)")
 def challenged_ballot_contents(run: Run, acc: Accumulator) -> None:
     """The decrypted contests and options are the ballot style's, with selections within their limits."""
+    if not_decrypted_yet(run, acc):
+        return
     for bid, rec, opened in _challenged(run):
         acc.items += 1
-        if opened is None or _quorum_failures(run, opened):
-            continue                                    # reported by step 13: nothing decrypted to read
+        if opened is None:
+            acc.fail(f"challenged ballot {bid!r}: has no decryption in the record, so no contents to check")
+            continue
+        if _quorum_failures(run, opened):
+            continue                                    # reported by step 13: the decryption itself is invalid
         for f in _contents_failures(run.election.context.manifest, rec.ballot, opened, f"challenged ballot {bid!r}"):
             acc.fail(f)

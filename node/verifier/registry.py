@@ -122,6 +122,19 @@ def every_key_verified(el: Election) -> bool:
     return el.context is not None and len(el.keys) == el.parameters.n
 
 
+# Before the guardians decrypt, a record holds no decryption at all: Verifications 10, 11, 13 and 14 have
+# nothing to check and say so (n/a, not pass). Once it holds one, each applies and what is missing fails.
+NOT_DECRYPTED_YET = "the record holds no decryptions yet"
+
+
+def not_decrypted_yet(run: Run, acc: Accumulator) -> bool:
+    """True, with the step marked n/a, when the record holds no decryption yet."""
+    if run.data.holds_decryptions():
+        return False
+    acc.not_applicable, acc.note = True, NOT_DECRYPTED_YET
+    return True
+
+
 @dataclass(frozen=True)
 class Step:
     number: str                 # "" for a check that spec section 6 does not number
