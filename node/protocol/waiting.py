@@ -4,10 +4,21 @@ One pure function, `decide`, of the time, the coordinator's links and what the g
 transcript asks it for the set U of a round to open, the service for the session's status and for the
 time to wake up at; so the rule lives here only.
 
-Before the first round the coordinator waits for every guardian it is linked to (or heard from within the
-grace of a dropped link) to say ready, or for one step timeout; then at least k must be ready. In a round,
-a step not answered within the timeout is given up on: a new round opens without the late ones if k are
-left. A session is stalled when it cannot go on until someone comes back.
+Before the first round the coordinator opens a round as soon as every guardian it is linked to has said
+ready and at least k have; a linked guardian that has not is still fetching or verifying the record, and is
+waited for up to one step timeout. A guardian with no link is not waited for: it is missing from the round
+(the compensated form then covers it, when asked for). In a round, a step not answered within the timeout is
+given up on: a new round opens without the late ones if k are left. A session is stalled when it cannot go
+on until someone comes back.
+
+Who counts as linked: a live link, and a link that dropped at most `relink` (one heartbeat) ago. The re-dial
+after a link that held starts again at the initial back-off (half a second), so a link reset by the network
+is back within it. The trade-off: a guardian that was only slow (its machine so loaded that it missed
+SILENT_HEARTBEATS heartbeats, and its link was dropped just as the coordinator gathers) is not waited for
+beyond that; the round opens without it and the record names it missing, though it could have taken part
+moments later. The decryption is no less valid: any k suffice. Waiting for such a guardian as long as it
+may take to come back (three heartbeats, two re-dial back-offs and a handshake: over a minute with the
+defaults) made every decryption with a guardian truly down wait out a full step timeout.
 """
 
 from __future__ import annotations
@@ -19,7 +30,6 @@ STEPS = ("shares", "commitments", "responses")
 DEFAULT_HEARTBEAT_SECONDS = 5.0       # the node's defaults ([network] in node.toml)
 DEFAULT_REDIAL_MAX_SECONDS = 30.0
 SILENT_HEARTBEATS = 3                 # a node drops a link after this many heartbeats of silence
-HANDSHAKE_SECONDS = 2.0               # a re-dialled link's handshake
 GATHER_CAP_TIMEOUTS = 10              # see WaitingPolicy.gather_cap
 
 
@@ -29,6 +39,7 @@ class LinkView:
 
     connected: bool
     last_seen: float | None = None    # on the same clock as `now`
+    dropped: float | None = None      # when the coordinator saw the link go down, if it did; same clock
 
 
 @dataclass(frozen=True)
@@ -66,14 +77,13 @@ class SessionView:
 class WaitingPolicy:
     step_timeout: float
     heartbeat_seconds: float = DEFAULT_HEARTBEAT_SECONDS
-    redial_max_seconds: float = DEFAULT_REDIAL_MAX_SECONDS
+    redial_max_seconds: float = DEFAULT_REDIAL_MAX_SECONDS     # the node's setting; no wait depends on it
 
     @property
-    def grace(self) -> float:
-        """How long a guardian whose link dropped still counts as linked. A busy node can miss heartbeats for
-        a moment: its link drops after SILENT_HEARTBEATS of silence, the re-dial sleeps a jittered back-off of
-        up to 1.5 redial_max (two are allowed), then comes the handshake. Until then it is not away."""
-        return SILENT_HEARTBEATS * self.heartbeat_seconds + 2 * self.redial_max_seconds + HANDSHAKE_SECONDS
+    def relink(self) -> float:
+        """How long a guardian whose link dropped still counts as linked (the trade-off is in the module's
+        docstring): one heartbeat, more than a re-dial takes after a link that held (back-off and handshake)."""
+        return self.heartbeat_seconds
 
     @property
     def gather_cap(self) -> float:
@@ -117,7 +127,7 @@ def decide(now: float, links: Mapping[int, LinkView], s: SessionView, policy: Wa
         linked, points = _linked(now, links, policy)
         gathered = s.started + policy.step_timeout
         points += [gathered, s.started + policy.gather_cap]
-        if can_open and (linked - s.refused <= set(available) or now >= gathered):
+        if can_open and (linked - s.refused - s.excluded <= set(available) or now >= gathered):
             present = available
         stalled = _stalled(now, s, linked, frozenset(), gathered, policy)
     elif r.step == "failed":
@@ -135,15 +145,34 @@ def decide(now: float, links: Mapping[int, LinkView], s: SessionView, policy: Wa
     return Decision(present, missing, stalled, min((p for p in points if p > now), default=None))
 
 
+def linked_guardians(now: float, links: Mapping[int, LinkView], policy: WaitingPolicy) -> frozenset[int]:
+    """The guardians the coordinator counts as linked at `now`."""
+    return frozenset(_linked(now, links, policy)[0])
+
+
+def awaited(now: float, links: Mapping[int, LinkView], s: SessionView,
+            policy: WaitingPolicy) -> tuple[tuple[int, ...], float | None]:
+    """Whom the session is waiting for at `now`, and since when: before the first round the linked guardians
+    that have not said ready (since the session started), in a round those that have not answered its step
+    (since the step started). One step timeout after that, the coordinator goes on without them if it can."""
+    r = s.current
+    if r is None:
+        busy = linked_guardians(now, links, policy) - s.refused - s.excluded - set(s.available)
+        return tuple(sorted(busy)), s.started
+    if r.step in STEPS:
+        return tuple(sorted(r.waiting_for)), r.step_started
+    return (), None
+
+
 def _linked(now: float, links: Mapping[int, LinkView], policy: WaitingPolicy) -> tuple[set[int], list[float]]:
-    """The guardians linked now, and the times at which a dropped link's grace runs out."""
+    """The guardians linked now, and the times at which a dropped link stops counting as one."""
     linked, points = set(), []
     for i, link in links.items():
         if link.connected:
             linked.add(i)
-        elif link.last_seen is not None:
-            points.append(link.last_seen + policy.grace)
-            if now < link.last_seen + policy.grace:
+        elif link.dropped is not None:
+            points.append(link.dropped + policy.relink)
+            if now < link.dropped + policy.relink:
                 linked.add(i)
     return linked, points
 
@@ -155,7 +184,7 @@ def _stalled(now: float, s: SessionView, linked: set[int], late: frozenset[int],
     if s.current is None:
         # Linked guardians that have neither refused nor said ready are still fetching or verifying the
         # record: a stall only if even they cannot make k, or past the cap.
-        working = linked - s.refused - available
+        working = linked - s.refused - s.excluded - available
         if len(available) + len(working) >= s.k and now < s.started + policy.gather_cap:
             return None
     if stall_at is not None and now < stall_at:

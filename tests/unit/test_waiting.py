@@ -2,8 +2,8 @@
 whom it gives up on, when the session is stalled, and when to wake up.
 
 Scenarios run on a fake clock that jumps from one wake-up deadline to the next, as the service does; the
-properties run on random sessions, against the rule as the transcript and the service held it before it
-was one function (`reference` below).
+properties run on random sessions, against the rule written out a second time, as plainly as it is said
+(`reference` below).
 """
 
 from __future__ import annotations
@@ -14,11 +14,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from node.protocol.waiting import (
-    STEPS, Decision, LinkView, RoundView, SessionView, WaitingPolicy, all_linked, decide,
+    STEPS, Decision, LinkView, RoundView, SessionView, WaitingPolicy, all_linked, awaited, decide,
 )
+from node.record.decrypted import quorum
 
 N, K, T = 5, 3, 10.0
-POLICY = WaitingPolicy(T)                              # heartbeat 5 s, redial 30 s: a grace of 77 s
+POLICY = WaitingPolicy(T)                              # heartbeat 5 s: a dropped link counts for 5 s more
 
 
 class Clock:
@@ -32,9 +33,12 @@ class Clock:
         self.now = d.wake
 
 
-def linked(*guardians: int, dropped: dict[int, float] | None = None) -> dict[int, LinkView]:
+def linked(*guardians: int, dropped: dict[int, float | None] | None = None) -> dict[int, LinkView]:
+    """Live links to `guardians`; links to the `dropped` ones that went down at the time given (None: before
+    the coordinator was there to see it), each last heard from a heartbeat before."""
     links = {i: LinkView(True) for i in guardians}
-    links.update({i: LinkView(False, seen) for i, seen in (dropped or {}).items()})
+    links.update({i: LinkView(False, None if at is None else at - POLICY.heartbeat_seconds, at)
+                  for i, at in (dropped or {}).items()})
     return links
 
 
@@ -45,8 +49,8 @@ def view(ready=(), refused=(), excluded=(), current=None, started=0.0, n=N, k=K,
 # --- the policy ---------------------------------------------------------------------------------------
 
 def test_the_derived_constants():
-    assert POLICY.grace == 3 * 5 + 2 * 30 + 2                   # the coordinator's grace for a dropped link
-    assert WaitingPolicy(4, heartbeat_seconds=1, redial_max_seconds=1).grace == 7
+    assert POLICY.relink == 5                                    # one heartbeat, whatever the re-dial back-off
+    assert WaitingPolicy(4, heartbeat_seconds=1, redial_max_seconds=1).relink == 1
     assert POLICY.gather_cap == 10 * T and POLICY.stall_delay == 2 * T
 
 
@@ -60,6 +64,33 @@ def test_all_ready_opens_at_once():
 def test_exactly_k_ready_and_no_one_else_linked_opens_at_once():
     d = decide(0.0, linked(1, 2, 3), view(ready=(1, 2, 3)), POLICY)
     assert d.present == (1, 2, 3) and d.stalled is None
+
+
+def test_exactly_k_ready_and_one_unlinked_opens_at_once():
+    """Three guardians, k = 2, the third down: the round opens as soon as the two are ready, and the third
+    is missing from it, as the record will say."""
+    s = view(ready=(1, 2), n=3, k=2)
+    for links in (linked(1, 2), linked(1, 2, dropped={3: None}), linked(1, 2, dropped={3: -POLICY.relink})):
+        d = decide(0.0, links, s, POLICY)
+        assert d.present == (1, 2) and d.missing == () and d.stalled is None
+        assert quorum(3, d.present, compensated=False).missing == (3,)
+        assert (quorum(3, d.present, compensated=True).form, quorum(3, d.present, True).missing) == \
+            ("compensated", (3,))
+
+
+def test_a_linked_busy_guardian_is_waited_for_until_the_timeout():
+    """Three guardians, k = 2, two ready, the third linked and still verifying: it is waited for (a step
+    timeout at most), and the round then opens without it."""
+    clock, links, s = Clock(), linked(1, 2, 3), view(ready=(1, 2), n=3, k=2)
+    d = decide(clock.now, links, s, POLICY)
+    assert d.present is None and d.stalled is None and d.wake == T
+    assert awaited(clock.now, links, s, POLICY) == ((3,), 0.0)
+    assert decide(T - 0.001, links, s, POLICY).present is None
+    assert decide(T - 0.001, linked(1, 2), s, POLICY).present == (1, 2)     # once its link is gone: at once
+    assert decide(T - 0.001, links, replace(s, ready=frozenset({1, 2, 3})), POLICY).present == (1, 2, 3)
+    clock.wake(d)
+    d = decide(clock.now, links, s, POLICY)
+    assert d.present == (1, 2) and quorum(3, d.present, False).missing == (3,)
 
 
 def test_exactly_k_ready_waits_for_the_linked_ones_until_the_timeout():
@@ -92,26 +123,34 @@ def test_a_busy_guardian_does_not_hold_a_round_that_k_can_make_past_the_timeout(
     assert d.present == (1, 2, 3)
 
 
-def test_a_dropped_link_is_waited_for_within_the_grace_and_not_after():
+def test_a_link_dropped_moments_ago_counts_for_one_heartbeat_and_not_after():
     clock, s = Clock(), view(ready=(1, 2, 3))
-    links = linked(1, 2, 3, dropped={4: -10.0})                  # heartbeats missed ten seconds ago
+    links = linked(1, 2, 3, dropped={4: -1.0})                   # went down a second ago
     policy = WaitingPolicy(1000.0)                               # the timeout is not what ends the wait
     d = decide(clock.now, links, s, policy)
-    assert d.present is None and d.wake == -10.0 + policy.grace
+    assert d.present is None and d.wake == -1.0 + policy.relink
+    assert awaited(clock.now, links, s, policy) == ((4,), 0.0)
     clock.wake(d)
     d = decide(clock.now, links, s, policy)
     assert d.present == (1, 2, 3)
     assert decide(clock.now - 0.001, links, s, policy).present is None
+    assert awaited(clock.now, links, s, policy) == ((), 0.0)
 
 
-def test_a_dropped_link_within_the_grace_is_no_stall_after_it_it_is():
+def test_a_link_heard_from_lately_but_down_is_not_waited_for():
+    """Last heard a moment ago, but its drop was not seen (the coordinator started since): not linked."""
+    s = view(ready=(1, 2, 3))
+    assert decide(0.0, {**linked(1, 2, 3), 4: LinkView(False, last_seen=-0.5)}, s, POLICY).present == (1, 2, 3)
+
+
+def test_a_link_dropped_moments_ago_is_no_stall_and_a_heartbeat_later_it_is():
     clock, s = Clock(2 * T), view(ready=(1, 2))
-    links = linked(1, 2, dropped={3: 0.0})
+    links = linked(1, 2, dropped={3: clock.now - 1.0})
     d = decide(clock.now, links, s, POLICY)
-    assert d.stalled is None and d.wake == POLICY.grace
+    assert d.stalled is None and d.wake == clock.now - 1.0 + POLICY.relink
     clock.wake(d)
     assert decide(clock.now, links, s, POLICY).stalled == (3, 4, 5)
-    assert decide(clock.now, linked(1, 2, dropped={3: None}), s, POLICY).stalled == (3, 4, 5)   # never seen
+    assert decide(clock.now, linked(1, 2, dropped={3: None}), s, POLICY).stalled == (3, 4, 5)   # drop not seen
 
 
 def test_a_refusal_is_not_waited_for():
@@ -191,9 +230,16 @@ def situations(draw, integral: bool = False):
                     frozenset(draw(guardians)), current, draw(st.booleans()))
     links = {}
     for i in range(1, n + 1):
-        kind = draw(st.sampled_from(["none", "connected", "dropped", "never"]))
-        if kind != "none":
-            links[i] = LinkView(kind == "connected", draw(time) if kind == "dropped" else None)
+        kind = draw(st.sampled_from(["none", "connected", "dropped", "drop unseen", "never"]))
+        if kind == "connected":
+            links[i] = LinkView(True, draw(time))
+        elif kind == "dropped":
+            seen = draw(time)
+            links[i] = LinkView(False, seen, seen + draw(st.sampled_from([0.0, 0.5, 3.0, 20.0])))
+        elif kind == "drop unseen":
+            links[i] = LinkView(False, draw(time))
+        elif kind == "never":
+            links[i] = LinkView(False)
     return draw(time), links, s, policy
 
 
@@ -245,21 +291,38 @@ def test_following_the_wake_ups_the_decision_settles(situation):
     assert decide(now + 10**7, links, s, policy) == d
 
 
+@settings(max_examples=400, deadline=None)
+@given(situations())
+def test_a_guardian_without_a_link_never_delays_the_first_round(situation):
+    """Before the first round: every linked guardian ready and k of them make the round at once, and the
+    links of the guardians not counted as linked could as well not be there."""
+    now, links, s, policy = situation
+    s = replace(s, current=None)
+    d = decide(now, links, s, policy)
+    counted = reference_expected(now, links, policy)
+    assert decide(now, {i: link for i, link in links.items() if i in counted}, s, policy) == d
+    can = not s.fatal and not s.unreachable and len(s.available) >= s.k
+    if can and counted - s.refused - s.excluded <= set(s.available):
+        assert d.present == s.available
+    if d.present is None and can:         # it waits only for linked guardians, and only up to the timeout
+        assert now < s.started + policy.step_timeout and awaited(now, links, s, policy)[0]
+
+
 @settings(max_examples=600, deadline=None)
 @given(situations(integral=True))
-def test_the_rule_is_the_one_held_before(situation):
+def test_the_rule_is_the_reference(situation):
     now, links, s, policy = situation
     d = decide(now, links, s, policy)
     assert d.present == reference_next_round(now, links, s, policy)
     assert d.stalled == reference_stalled(now, links, s, policy)
 
 
-# --- the rule as DecryptionTranscript.next_round / stalled and the service's grace held it --------------------
+# --- the rule, written out plainly ------------------------------------------------------------------------------
 
 def reference_expected(now, links, policy) -> set[int]:
-    grace = 3 * policy.heartbeat_seconds + 2 * policy.redial_max_seconds + 2
+    """Linked: a live link, or one seen going down less than a heartbeat ago."""
     return {i for i, link in links.items()
-            if link.connected or (link.last_seen is not None and now - link.last_seen < grace)}
+            if link.connected or (link.dropped is not None and now - link.dropped < policy.heartbeat_seconds)}
 
 
 def reference_next_round(now, links, s, policy):
@@ -271,7 +334,7 @@ def reference_next_round(now, links, s, policy):
     if len(available) < s.k:
         return None
     if r is None:
-        awaited = reference_expected(now, links, policy) - s.refused
+        awaited = reference_expected(now, links, policy) - s.refused - s.excluded
         if awaited <= set(available) or now - s.started >= timeout:
             return tuple(available)
         return None
@@ -289,7 +352,7 @@ def reference_stalled(now, links, s, policy):
         return None
     available = set(s.ready - s.refused - s.excluded)
     if r is None:
-        working = reference_expected(now, links, policy) - s.refused - available
+        working = reference_expected(now, links, policy) - s.refused - s.excluded - available
         if len(available) + len(working) >= s.k and now < s.started + 10 * timeout:
             return None
     if r is None:
