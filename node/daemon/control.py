@@ -6,9 +6,11 @@ node through it. A control client can only ever cost its own session, never the 
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
+import time
 import socket
 import struct
 from pathlib import Path
@@ -21,6 +23,12 @@ from node.crypto.errors import GuardianError, InputError
 log = logging.getLogger("guardian.node")
 
 CONTROL_MAX_REQUEST = 1 << 20
+CONTROL_READ_TIMEOUT = 5.0        # a client that sends no request line within this is dropped
+CONTROL_MAX_SESSIONS = 32         # at once; more wait in the listen backlog
+# accept(2) failing for want of resources (file descriptors, memory) is no reason to stop: back off
+# and retry, as trio.serve_listeners does for the peers' listener.
+ACCEPT_CAPACITY_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
+ACCEPT_BACKOFF = 0.1
 
 
 async def serve_control(path: Path, dispatch: Callable[[dict], Any],
@@ -40,11 +48,28 @@ async def serve_control(path: Path, dispatch: Callable[[dict], Any],
     os.chmod(path, 0o600)
     sock.listen(16)
     task_status.started()
+    sessions = trio.CapacityLimiter(CONTROL_MAX_SESSIONS)
+    last_complaint = float("-inf")
     try:
         async with trio.open_nursery() as nursery:
             while True:
-                conn, _ = await sock.accept()
-                nursery.start_soon(_guarded_session, trio.SocketStream(conn), dispatch)
+                token = object()       # a session's place, given back by the session's own task
+                await sessions.acquire_on_behalf_of(token)
+                try:
+                    conn, _ = await sock.accept()
+                except OSError as e:
+                    sessions.release_on_behalf_of(token)
+                    if e.errno not in ACCEPT_CAPACITY_ERRNOS:
+                        raise
+                    if time.monotonic() - last_complaint > 5:
+                        last_complaint = time.monotonic()
+                        log.error("control socket: accept failed (%s); retrying", os.strerror(e.errno))
+                    await trio.sleep(ACCEPT_BACKOFF)
+                    continue
+                except BaseException:
+                    sessions.release_on_behalf_of(token)
+                    raise
+                nursery.start_soon(_guarded_session, trio.SocketStream(conn), dispatch, sessions, token)
     finally:
         sock.close()
         try:
@@ -66,11 +91,14 @@ def _answers(path: Path) -> bool:
         probe.close()
 
 
-async def _guarded_session(stream: trio.SocketStream, dispatch: Callable[[dict], Any]) -> None:
+async def _guarded_session(stream: trio.SocketStream, dispatch: Callable[[dict], Any],
+                           sessions: trio.CapacityLimiter, token: object) -> None:
     try:
         await _session(stream, dispatch)
     except Exception:
         log.exception("internal error on a control session")
+    finally:
+        sessions.release_on_behalf_of(token)
 
 
 async def _session(stream: trio.SocketStream, dispatch: Callable[[dict], Any]) -> None:
@@ -79,7 +107,11 @@ async def _session(stream: trio.SocketStream, dispatch: Callable[[dict], Any]) -
         if uid is not None and uid != os.getuid():
             log.warning("control connection from uid %d refused", uid)
             return
-        line = await read_line(stream, CONTROL_MAX_REQUEST)
+        with trio.move_on_after(CONTROL_READ_TIMEOUT) as waited:
+            line = await read_line(stream, CONTROL_MAX_REQUEST)
+        if waited.cancelled_caught:
+            log.info("control client sent no request within %s s: dropped", CONTROL_READ_TIMEOUT)
+            return
         if line is None:
             return
         try:

@@ -53,12 +53,18 @@ log = logging.getLogger("guardian.node")
 
 HANDSHAKE_TIMEOUT = 10.0
 MAX_WANTS_QUEUED = 64
+# Connections not yet authenticated, in all and from one address: the excess is closed on accept, so
+# silent or slow connections can never take the file descriptors the node needs for its own work.
+MAX_UNAUTHENTICATED = 64
+MAX_UNAUTHENTICATED_PER_ADDRESS = 16
+REFUSAL_FLUSH_SECONDS = 1.0
+MAX_OTHER_REFUSALS_SHOWN = 20
 
 
 @dataclass
 class PeerState:
     entry: RosterEntry
-    state: str = "disconnected"
+    dialing: bool = False                   # our dial loop is dialling it now
     last_seen: float | None = None          # trio clock
     connected_since: float | None = None
     connections: int = 0
@@ -69,6 +75,13 @@ class PeerState:
     writer_cursor: int | None = None
     cursor_set: trio.Event = field(default_factory=trio.Event)
     prompted: trio.Event = field(default_factory=trio.Event)   # set when the peer asks us to dial it now
+
+    @property
+    def state(self) -> str:
+        # From the live link, whoever dialled it; "dialing" only while no link is up.
+        if self.connection is not None:
+            return "connected"
+        return "dialing" if self.dialing else "disconnected"
 
 
 class Connection:
@@ -83,6 +96,106 @@ class Connection:
     async def send(self, kind: str, payload) -> None:
         async with self._lock:
             await self.ws.send_message(self.frames.seal(kind, payload))
+
+
+class _Gate:
+    """Counts the connections that have not authenticated yet, in all and per remote address."""
+
+    def __init__(self, total: int, per_address: int) -> None:
+        self.total, self.per_address = total, per_address
+        self._by_address: dict[str, int] = {}
+        self._open: set[tuple] = set()
+
+    def admit(self, peer: tuple) -> str | None:
+        """None if the connection may proceed, else why it is refused."""
+        address = peer[0]
+        if len(self._open) >= self.total:
+            return "too many unauthenticated connections"
+        if self._by_address.get(address, 0) >= self.per_address:
+            return "too many unauthenticated connections from this address"
+        self._open.add(peer)
+        self._by_address[address] = self._by_address.get(address, 0) + 1
+        return None
+
+    def release(self, peer: tuple) -> None:
+        if peer in self._open:
+            self._open.remove(peer)
+            left = self._by_address[peer[0]] - 1
+            if left:
+                self._by_address[peer[0]] = left
+            else:
+                del self._by_address[peer[0]]
+
+
+class _GatedServer(trio_websocket.WebSocketServer):
+    """The websocket server, giving a connection's place in the gate back when it ends."""
+
+    def __init__(self, gate: _Gate, sockets: list, tls: bool, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._gate, self._sockets, self._tls = gate, sockets, tls
+
+    @property
+    def listeners(self) -> list:
+        # The listeners are wrapped (gate, TLS): say where they listen from the sockets underneath.
+        return [trio_websocket.Endpoint(*s.getsockname()[:2], self._tls) for s in self._sockets]
+
+    async def _handle_connection(self, stream) -> None:
+        peer = _peer_of(getattr(stream, "transport_stream", stream))
+        try:
+            await super()._handle_connection(stream)
+        finally:
+            if peer is not None:
+                self._gate.release(peer)
+
+
+def _peer_of(stream) -> tuple | None:
+    try:
+        name = stream.socket.getpeername()
+    except (OSError, AttributeError):
+        return None
+    return (name[0], name[1]) if isinstance(name, (tuple, list)) else None
+
+
+class _GatedListener(trio.abc.Listener):
+    """A TCP listener that closes at once each connection the gate does not admit, and counts it.
+
+    Errors of accept itself (EMFILE and the like) pass through to trio.serve_listeners, which backs
+    off and retries."""
+
+    def __init__(self, listener: trio.SocketListener, gate: _Gate, refuse: Callable[[str, str, str], None]) -> None:
+        self.listener, self.socket, self._gate, self._refuse = listener, listener.socket, gate, refuse
+
+    async def accept(self) -> trio.SocketStream:
+        while True:
+            stream = await self.listener.accept()
+            peer = _peer_of(stream)
+            why = "no peer address" if peer is None else self._gate.admit(peer)
+            if why is None:
+                return stream
+            await trio.aclose_forcefully(stream)
+            self._refuse(str(peer[0]) if peer else "unknown address", "connection limit", why)
+
+    async def aclose(self) -> None:
+        await self.listener.aclose()
+
+
+class _EveryFewSeconds(logging.Filter):
+    """Lets one record through per interval: trio logs each EMFILE back-off of its accept loop."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.seconds, self._last = seconds, float("-inf")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        now = time.monotonic()
+        if now - self._last < self.seconds:
+            return False
+        self._last = now
+        record.exc_info, record.exc_text = None, None    # the errno says it all; no traceback each time
+        return True
+
+
+logging.getLogger("trio.serve_listeners").addFilter(_EveryFewSeconds(5.0))
 
 
 class Node:
@@ -104,6 +217,7 @@ class Node:
         self._nursery: trio.Nursery | None = None
         self.started = time.time()
         self.port: int | None = None
+        self._gate = _Gate(MAX_UNAUTHENTICATED, MAX_UNAUTHENTICATED_PER_ADDRESS)
 
     # --- services ---------------------------------------------------------------------------------
 
@@ -141,6 +255,7 @@ class Node:
     async def run(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._watch_signals, nursery.cancel_scope)
+            nursery.start_soon(self._flush_refusals)
             server = await nursery.start(self._serve)
             self.port = server.port
             await nursery.start(serve_control, self.config.control_socket, self.control)
@@ -156,6 +271,15 @@ class Node:
             log.info("node %s (guardian %d) listening on %s:%d", self.me.name, self.me.sequence,
                      self.config.listen_host, self.port)
             task_status.started(self)
+
+    async def _flush_refusals(self) -> None:
+        """Refusals beyond the first of their kind are counted in memory; write them now and then."""
+        try:
+            while True:
+                await trio.sleep(REFUSAL_FLUSH_SECONDS)
+                self.db.flush_refusals()
+        finally:
+            self.db.flush_refusals()
 
     async def _watch_signals(self, scope: trio.CancelScope) -> None:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -190,18 +314,27 @@ class Node:
                 raise InputError(f"cannot listen on {where}: the address is in use by another process "
                                  f"(stop it, or change [node] listen in {self.config.path})") from None
             raise InputError(f"cannot listen on {where}: {e.strerror or e}") from None
+        sockets = [listener.socket for listener in listeners]
+        listeners = [_GatedListener(listener, self._gate, self.refuse) for listener in listeners]
         if context is not None:
             listeners = [trio.SSLListener(listener, context, https_compatible=True) for listener in listeners]
-        server = trio_websocket.WebSocketServer(self._on_request, listeners,
-                                                max_message_size=2 * self.config.max_frame_bytes)
+        # A connection that never sends its upgrade request is dropped after the handshake timeout.
+        server = _GatedServer(self._gate, sockets, context is not None, self._on_request, listeners,
+                              max_message_size=2 * self.config.max_frame_bytes,
+                              connect_timeout=HANDSHAKE_TIMEOUT, disconnect_timeout=HANDSHAKE_TIMEOUT)
         await server.run(task_status=task_status)
 
     async def _on_request(self, request) -> None:
-        remote = f"{request.remote.address}:{request.remote.port}" if hasattr(request.remote, "address") \
-            else str(request.remote)
+        if hasattr(request.remote, "address"):
+            address, remote = str(request.remote.address), f"{request.remote.address}:{request.remote.port}"
+            peer = (request.remote.address, request.remote.port)
+        else:
+            address = remote = str(request.remote)
+            peer = None
         try:
             ws = await request.accept()
-            await self._serve_connection(ws, LISTENER, remote, expected=None)
+            await self._serve_connection(ws, LISTENER, remote, expected=None, address=address,
+                                         authenticated=lambda: peer is not None and self._gate.release(peer))
         except LINK_CLOSED:
             pass
         except Exception:
@@ -218,7 +351,7 @@ class Node:
         context = self._ssl_client() if url.startswith("wss://") else None
         while True:
             started = trio.current_time()
-            peer.state = "dialing"
+            peer.dialing = True
             peer.prompted = trio.Event()
             try:
                 await self._dial_once(url, context, peer)
@@ -231,8 +364,8 @@ class Node:
                 peer.dial_failures += 1
                 peer.last_error = f"internal error: {type(_first(group)).__name__}"
                 log.error("internal error dialling %s", peer.entry.name, exc_info=_first(group))
-            if peer.state != "connected":
-                peer.state = "disconnected"
+            finally:
+                peer.dialing = False
             if trio.current_time() - started > 4 * initial:
                 delay = initial       # the link held for a while: start the backoff afresh
             # The peer calling us (it has just started) ends the wait: it is there now.
@@ -267,7 +400,11 @@ class Node:
 
     # --- one connection ---------------------------------------------------------------------------
 
-    async def _serve_connection(self, ws, role: str, remote: str, expected: bytes | None) -> None:
+    async def _serve_connection(self, ws, role: str, remote: str, expected: bytes | None,
+                                address: str | None = None, authenticated: Callable[[], Any] = lambda: None) -> None:
+        """`remote` names the connection in logs; `address` (default: remote) is whom a refusal is counted
+        against before the peer's key is proven."""
+        address = address or remote
         arrived = trio.current_time()
         handshake = Handshake(self.identity.signing_key, role, lambda key: key in self.peers)
         try:
@@ -278,21 +415,22 @@ class Node:
                         await ws.send_message(frame)
             if expected is not None and handshake.peer_key != expected:
                 raise HandshakeError("wrong peer", "the address answered with another guardian's key",
-                                     handshake.peer_key)
+                                     handshake.peer_key, key_verified=True)
         except HandshakeError as e:
-            who = self._describe(e.peer_key, remote)
-            self.db.refuse(who, e.reason, e.detail)
-            log.warning("refused connection from %s: %s", who, e)
+            who = self._describe(e.peer_key if e.key_verified else None, address)
+            claimed = "" if e.key_verified or e.peer_key is None else f" (presenting key {fingerprint(e.peer_key)})"
+            self.refuse(who, e.reason, e.detail + claimed, f"refused connection from {remote}{claimed}: {e}")
             if e.reason != "refused by peer":
                 await _try_send(ws, handshake.refusal(e.reason))
             await ws.aclose()
             return
         except trio.TooSlowError:
-            self.db.refuse(remote, "handshake timeout", f"no handshake within {HANDSHAKE_TIMEOUT} s")
+            self.refuse(address, "handshake timeout", f"no handshake within {HANDSHAKE_TIMEOUT} s")
             await ws.aclose()
             return
         except trio_websocket.ConnectionClosed:
             return
+        authenticated()          # its key is proven: it no longer counts against unauthenticated limits
         peer = self.peers[handshake.peer_key]
         if (role == DIALER) != self._dials(peer):
             await self._on_prompt(ws, role, peer, arrived)
@@ -303,7 +441,7 @@ class Node:
         with trio.CancelScope() as scope:
             peer.cancel = scope
             peer.connection = connection
-            peer.state, peer.connected_since = "connected", trio.current_time()
+            peer.connected_since = trio.current_time()
             peer.last_seen = trio.current_time()
             peer.connections += 1
             peer.cursor_set = trio.Event()
@@ -319,7 +457,6 @@ class Node:
                 if peer.cancel is scope:
                     peer.cancel = None
                     peer.connection = None
-                    peer.state = "disconnected"
                     self._links_changed()
                 log.info("link to %s closed", peer.entry.name)
         await _close(ws)
@@ -359,8 +496,7 @@ class Node:
             try:
                 event = connection.frames.open(sealed)
             except LinkError as e:
-                self.db.refuse(name, "undecryptable", str(e))
-                log.warning("closing link to %s: %s", name, e)
+                self.refuse(name, "undecryptable", str(e), f"closing link to {name}: {e}")
                 scope.cancel()
                 return
             except EnvelopeError as e:
@@ -421,8 +557,14 @@ class Node:
             log.warning("message %s from %s not acted on: %s", envelope.type, via, e)
 
     def _refuse(self, peer: str, error: EnvelopeError) -> None:
-        self.db.refuse(peer, error.reason, error.detail)
-        log.warning("refused a frame from %s: %s", peer, error)
+        self.refuse(peer, error.reason, error.detail, f"refused a frame from {peer}: {error}")
+
+    def refuse(self, who: str, reason: str, detail: str, message: str | None = None) -> None:
+        """Count a refusal against `who`; logged only when the database reports it (once a minute per
+        who and reason), so a flood does not fill the log."""
+        if self.db.refuse(who, reason, detail):
+            log.warning("%s (more of the same are counted, not logged, for a minute)",
+                        message or f"refused {who}: {reason}: {detail}")
 
     async def _writer(self, connection: Connection, peer: PeerState, scope: trio.CancelScope) -> None:
         await peer.cursor_set.wait()
@@ -553,7 +695,7 @@ class Node:
             "name": self.me.name, "sequence": self.me.sequence, "guardians": len(self.roster),
             "fingerprint": self.identity.fingerprint, "listen": f"{self.config.listen_host}:{self.port}",
             "uptime_seconds": round(time.time() - self.started, 1), "peers": peers,
-            "other_refusals": refusals,
+            "other_refusals": _bounded(refusals, MAX_OTHER_REFUSALS_SHOWN),
             "sessions": [self._session_status(s) for s in sorted(self.filter.sessions)],
             **self.db.counts(),
         }
@@ -616,6 +758,20 @@ LINK_CLOSED = (trio_websocket.ConnectionClosed, trio.BrokenResourceError, trio.C
 DIAL_ERRORS = (OSError, trio_websocket.HandshakeError, trio_websocket.ConnectionClosed, trio_websocket.ConnectionRejected,
                trio_websocket.ConnectionTimeout, trio_websocket.DisconnectionTimeout, trio.BrokenResourceError,
                trio.TooSlowError, ssl.SSLError, h11.ProtocolError)
+
+
+def _bounded(refusals: dict[str, dict[str, int]], most: int) -> dict[str, dict[str, int]]:
+    """The `most` addresses refused most often; the rest summed under one line, so status stays short."""
+    ranked = sorted(refusals.items(), key=lambda item: (-sum(item[1].values()), item[0]))
+    shown = dict(ranked[:most])
+    rest = ranked[most:]
+    if rest:
+        summed: dict[str, int] = {}
+        for _, reasons in rest:
+            for reason, count in reasons.items():
+                summed[reason] = summed.get(reason, 0) + count
+        shown[f"{len(rest)} other addresses"] = summed
+    return shown
 
 
 def _first(group: BaseException) -> BaseException:

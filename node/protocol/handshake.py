@@ -42,9 +42,13 @@ MAX_HANDSHAKE_FRAME = 512
 
 
 class HandshakeError(GuardianError):
-    def __init__(self, reason: str, detail: str = "", peer_key: bytes | None = None) -> None:
+    """peer_key is the key the peer presented; key_verified whether its signature proved it.
+    Only a verified key may be blamed: anyone can put an honest guardian's key in a hello."""
+
+    def __init__(self, reason: str, detail: str = "", peer_key: bytes | None = None,
+                 key_verified: bool = False) -> None:
         super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason, self.detail, self.peer_key = reason, detail, peer_key
+        self.reason, self.detail, self.peer_key, self.key_verified = reason, detail, peer_key, key_verified
 
 
 class LinkError(GuardianError):
@@ -163,7 +167,7 @@ class Handshake:
         try:
             shared = nacl.bindings.crypto_scalarmult(bytes(self._ephemeral), peer.ephemeral)
         except nacl.exceptions.CryptoError:
-            raise HandshakeError("malformed", "degenerate ephemeral key", peer.identity) from None
+            raise HandshakeError("malformed", "degenerate ephemeral key", peer.identity, key_verified=True) from None
         keys = nacl.hash.blake2b(shared, digest_size=64, key=self._transcript, person=b"gn-link-keys",
                                  encoder=nacl.encoding.RawEncoder)
         dialer_to_listener, listener_to_dialer = keys[:32], keys[32:]

@@ -45,11 +45,13 @@ CREATE TABLE IF NOT EXISTS inbox (
     UNIQUE (sender, seq)
 );
 CREATE TABLE IF NOT EXISTS refusals (
-    id INTEGER PRIMARY KEY,
-    at REAL NOT NULL,
-    peer TEXT NOT NULL,            -- a roster name, or the remote address before authentication
+    peer TEXT NOT NULL,            -- a roster name (authenticated), or the remote address before that
     reason TEXT NOT NULL,
-    detail TEXT NOT NULL
+    count INTEGER NOT NULL,        -- one row per (peer, reason): a flood costs a counter, not a row each
+    first_at REAL NOT NULL,
+    last_at REAL NOT NULL,
+    detail TEXT NOT NULL,          -- the latest one's
+    PRIMARY KEY (peer, reason)
 );
 CREATE TABLE IF NOT EXISTS ceremonies (
     session BLOB PRIMARY KEY,
@@ -109,6 +111,13 @@ CREATE TABLE IF NOT EXISTS audit (
 );
 """
 
+_REFUSALS_TABLE = SCHEMA[SCHEMA.index("CREATE TABLE IF NOT EXISTS refusals"):]
+_REFUSALS_TABLE = _REFUSALS_TABLE[:_REFUSALS_TABLE.index(";") + 1]
+# A refusal is written to the audit trail (and logged) at most once per (peer, reason) in this
+# many seconds; in between it only counts, and the counts reach the database in batches.
+REFUSAL_REPORT_SECONDS = 60.0
+REFUSAL_KEYS_REMEMBERED = 4096
+
 CEREMONY_COLUMNS = "session, config, proposer, status, outcome, created"
 DECRYPTION_COLUMNS = "session, request, requester, status, outcome, record_dir, created"
 
@@ -139,9 +148,24 @@ class NodeDatabase:
         self._db.execute("PRAGMA synchronous=FULL")   # a committed promise survives power loss
         self._db.executescript(SCHEMA)
         self._migrate()
+        self._refusal_reported: dict[tuple[str, str], float] = {}
+        self._refusals_pending: dict[tuple[str, str], tuple[int, float, float, str]] = {}
 
     def _migrate(self) -> None:
         """Bring a database made by an earlier version up to this schema (columns added since)."""
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(refusals)")}
+        if "count" not in columns:
+            # One row per refusal before: fold them into one counted row per (peer, reason).
+            with self._db:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._db.execute("ALTER TABLE refusals RENAME TO refusals_rows")
+                self._db.execute(_REFUSALS_TABLE)
+                self._db.execute(
+                    "INSERT INTO refusals (peer, reason, count, first_at, last_at, detail) "
+                    "SELECT peer, reason, COUNT(*), MIN(at), MAX(at), "
+                    "(SELECT detail FROM refusals_rows r2 WHERE r2.peer = r.peer AND r2.reason = r.reason "
+                    "ORDER BY id DESC LIMIT 1) FROM refusals_rows r GROUP BY peer, reason")
+                self._db.execute("DROP TABLE refusals_rows")
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(outbox)")}
         if "relayed" not in columns:
             self._db.execute("ALTER TABLE outbox ADD COLUMN relayed BLOB")
@@ -153,6 +177,7 @@ class NodeDatabase:
         self._db.execute("CREATE INDEX IF NOT EXISTS decryptions_status ON decryptions (status, created)")
 
     def close(self) -> None:
+        self.flush_refusals()
         self._db.close()
 
     # --- outbox: commit before send ---------------------------------------------------------
@@ -382,17 +407,50 @@ class NodeDatabase:
 
     # --- refusals and the audit trail ---------------------------------------------------------
 
-    def refuse(self, peer: str, reason: str, detail: str) -> None:
+    def refuse(self, peer: str, reason: str, detail: str) -> bool:
+        """Count a refusal. True when it is the first of its (peer, reason) in REFUSAL_REPORT_SECONDS:
+        then it is written with an audit entry at once and the caller logs it; else it is only counted
+        in memory until the next flush, so a flood costs neither a transaction nor a log line each."""
+        key, now = (peer, reason), time.time()
+        reported = self._refusal_reported.get(key)
+        if reported is not None and now - reported < REFUSAL_REPORT_SECONDS:
+            pending = self._refusals_pending.get(key)
+            self._refusals_pending[key] = (pending[0] + 1 if pending else 1, pending[1] if pending else now,
+                                           now, detail[:500])
+            return False
+        if len(self._refusal_reported) >= REFUSAL_KEYS_REMEMBERED:
+            self._refusal_reported = {k: t for k, t in self._refusal_reported.items()
+                                      if now - t < REFUSAL_REPORT_SECONDS}
+        self._refusal_reported[key] = now
+        pending = self._refusals_pending.pop(key, None)
         with self._db:
             self._db.execute("BEGIN IMMEDIATE")
-            self._db.execute("INSERT INTO refusals (at, peer, reason, detail) VALUES (?, ?, ?, ?)",
-                             (time.time(), peer, reason, detail[:500]))
-            self._audit("refused", {"peer": peer, "reason": reason, "detail": detail[:200]})
+            self._count_refusal(key, (pending[0] if pending else 0) + 1, pending[1] if pending else now, now,
+                                detail[:500])
+            total = self._db.execute("SELECT count FROM refusals WHERE peer = ? AND reason = ?", key).fetchone()[0]
+            self._audit("refused", {"peer": peer, "reason": reason, "detail": detail[:200], "count": total})
+        return True
+
+    def flush_refusals(self) -> None:
+        """Write the refusals counted in memory since the last flush, in one transaction."""
+        if not self._refusals_pending:
+            return
+        pending, self._refusals_pending = self._refusals_pending, {}
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            for key, (count, first, last, detail) in pending.items():
+                self._count_refusal(key, count, first, last, detail)
+
+    def _count_refusal(self, key: tuple[str, str], count: int, first: float, last: float, detail: str) -> None:
+        self._db.execute(
+            "INSERT INTO refusals (peer, reason, count, first_at, last_at, detail) VALUES (?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (peer, reason) DO UPDATE SET count = count + excluded.count, "
+            "last_at = excluded.last_at, detail = excluded.detail", (*key, count, first, last, detail))
 
     def refusal_counts(self) -> dict[str, dict[str, int]]:
+        self.flush_refusals()
         result: dict[str, dict[str, int]] = {}
-        for peer, reason, count in self._db.execute(
-                "SELECT peer, reason, COUNT(*) FROM refusals GROUP BY peer, reason"):
+        for peer, reason, count in self._db.execute("SELECT peer, reason, count FROM refusals"):
             result.setdefault(peer, {})[reason] = count
         return result
 

@@ -468,3 +468,15 @@ def test_fuzz_sequences_of_frames(frames):
     handshake = Handshake(BOB, LISTENER, in_roster)
     for frame in frames:
         only_handshake_error(handshake, frame)
+
+
+def test_only_a_key_whose_signature_verified_is_marked_verified():
+    """A hello may carry any guardian's key: until its signature verifies, the key may not be blamed."""
+    mallory = Handshake(MALLORY, DIALER, lambda key: True)
+    assert not refused(Handshake(BOB, LISTENER, in_roster), mallory.hello()).key_verified
+    a, b = pair()
+    auth_from_a = a.receive(b.hello())[0]
+    b.receive(a.hello())
+    magic, signature = msgpack.unpackb(auth_from_a)
+    error = refused(b, packed(magic, bytes(64)))
+    assert error.reason == "bad signature" and not error.key_verified

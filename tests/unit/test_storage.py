@@ -203,3 +203,40 @@ def test_the_check_survives_a_restart(tmp_path):
         assert db.ceremony(s)["outcome"] == {"by": "bob"}
     finally:
         db.close()
+
+
+# --- refusals: counted in aggregate, audited at most once a minute per (peer, reason) -----------------
+
+
+def test_refusals_are_one_row_per_peer_and_reason_and_audited_once(db):
+    reported = [db.refuse("10.0.0.1", "malformed", f"frame {i}") for i in range(500)]
+    assert reported[0] and not any(reported[1:])           # the caller logs the first only
+    db.refuse("10.0.0.1", "bad signature", "x")
+    db.refuse("bob", "replay", "y")
+    assert db.refusal_counts() == {"10.0.0.1": {"malformed": 500, "bad signature": 1}, "bob": {"replay": 1}}
+    assert sum(1 for e in db.audit_entries() if e[2] == "refused") == 3
+    assert db._db.execute("SELECT COUNT(*) FROM refusals").fetchone()[0] == 3
+
+
+def test_refusals_counted_in_memory_reach_the_database_on_close(tmp_path):
+    first = NodeDatabase(tmp_path)
+    for _ in range(10):
+        first.refuse("10.0.0.2", "malformed", "")
+    first.close()
+    assert NodeDatabase(tmp_path).refusal_counts() == {"10.0.0.2": {"malformed": 10}}
+
+
+def test_a_refusals_table_of_one_row_each_is_migrated_to_counts(tmp_path):
+    old = sqlite3.connect(tmp_path / DB_FILE)
+    old.execute("CREATE TABLE refusals (id INTEGER PRIMARY KEY, at REAL NOT NULL, peer TEXT NOT NULL, "
+                "reason TEXT NOT NULL, detail TEXT NOT NULL)")
+    rows = [(1.0, "bob", "replay", "a"), (2.0, "bob", "replay", "b"), (3.0, "1.2.3.4", "malformed", "c")]
+    old.executemany("INSERT INTO refusals (at, peer, reason, detail) VALUES (?, ?, ?, ?)", rows)
+    old.commit()
+    old.close()
+    db = NodeDatabase(tmp_path)
+    assert db.refusal_counts() == {"bob": {"replay": 2}, "1.2.3.4": {"malformed": 1}}
+    assert db._db.execute("SELECT first_at, last_at, detail FROM refusals WHERE peer = 'bob'").fetchone() == \
+        (1.0, 2.0, "b")
+    db.refuse("bob", "replay", "c")
+    assert db.refusal_counts()["bob"] == {"replay": 3}
