@@ -6,7 +6,8 @@ object on its last line.
 Set-up (not timed): `guardian init` n nodes, one roster, `guardian run` each; the key ceremony on
 --manifest, else the 8-contest, 68-option manifest of ../shared/bench, else the embedded copy of it; a record
 made from node 1's ceremony export with `guardian encrypt` (random full ballots), `guardian ballots
-submit` (the last --challenged of them challenged) and `guardian tally`. Then the `--missing`
+submit` (the last --challenged of them challenged) and `guardian tally`, as a rehearsal (no key custody
+steps: `--rehearsal`, and every node allows rehearsals). Then the `--missing`
 highest-numbered nodes are stopped, and node 1 is asked to decrypt (`decrypt-request` on its
 control socket, what `guardian decrypt` sends). Every process is killed at the end.
 
@@ -88,6 +89,8 @@ async def _run(n: int, k: int, missing: int, ballots: int, challenged: int, time
     cluster = await trio.to_thread.run_sync(make_cluster, n)
     try:
         nodes = cluster.nodes
+        for node in nodes:          # a benchmark of the decryption: a rehearsal, without the key custody steps
+            node.set_config(allow_rehearsal="true")
         await cluster.start(*nodes)
         await all_connected(nodes, 60 + 3 * n)
         export = await _ceremony(nodes, cluster.base, k, manifest_path)
@@ -98,12 +101,12 @@ async def _run(n: int, k: int, missing: int, ballots: int, challenged: int, time
         plain.write_text(_plaintexts(json.loads(manifest_path.read_text()), ballots, random.Random(1)))
         setup = time.perf_counter()
         await trio.to_thread.run_sync(_run_guardian, "encrypt", "--election", record, "--ballots", plain,
-                                      "--device", "bench-1", "--out", enc)
+                                      "--device", "bench-1", "--out", enc, "--rehearsal")
         files = [enc / f"b-{i + 1}.json" for i in range(ballots)]
         cast, spoiled = files[:ballots - challenged], files[ballots - challenged:]
         await trio.to_thread.run_sync(_run_guardian, "ballots", "submit", "--record", record, "--cast", *cast,
-                                      *(["--challenge", *spoiled] if spoiled else []))
-        await trio.to_thread.run_sync(_run_guardian, "tally", "--record", record)
+                                      *(["--challenge", *spoiled] if spoiled else []), "--rehearsal")
+        await trio.to_thread.run_sync(_run_guardian, "tally", "--record", record, "--rehearsal")
         record_seconds = time.perf_counter() - setup
 
         for node in nodes[n - missing:]:
@@ -116,7 +119,8 @@ async def _run(n: int, k: int, missing: int, ballots: int, challenged: int, time
         await eventually(down, 30, "node 1 sees the missing nodes gone")
 
         start = time.perf_counter()
-        session = (await _ask(nodes[0], "decrypt-request", record=str(record), timeout=timeout))["session"]
+        session = (await _ask(nodes[0], "decrypt-request", record=str(record), timeout=timeout,
+                              rehearsal=True))["session"]
         ready_at = None
         while True:
             entry = next(e for e in await _ask(nodes[0], "decrypt-status") if e["session"] == session)

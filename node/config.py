@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import tomllib
 from dataclasses import dataclass
@@ -42,6 +43,7 @@ max_frame_bytes = 1048576
 # Seconds between heartbeats; a peer silent for three heartbeats is dropped and dialled again.
 heartbeat_seconds = 5.0
 # Re-dial backoff: starts here, doubles on each failure up to the maximum, with random jitter.
+# A peer that starts calls this node, which then dials it at once, whatever its backoff.
 redial_initial_seconds = 0.5
 redial_max_seconds = 30.0
 
@@ -67,6 +69,9 @@ source = "prompt"
 timeout_seconds = 30.0
 # Processes that verify the record before this node decrypts anything (0: every core).
 verify_workers = 0
+# Whether this node takes part in a rehearsal decryption (`guardian decrypt --rehearsal`), one whose
+# ceremony has no certificate of every guardian's key custody. Never true for a real election.
+allow_rehearsal = false
 """
 
 
@@ -122,6 +127,7 @@ class NodeConfig:
     passphrase_source: str
     decryption_timeout_seconds: float = 30.0
     verify_workers: int = 0                  # 0: every core
+    allow_rehearsal: bool = False            # take part in decryptions whose custody is not certified
 
 
 def _load_toml(path: Path) -> dict:
@@ -175,7 +181,7 @@ _SECTIONS = {
     "tls": {"cert", "key", "ca"},
     "control": {"socket"},
     "passphrase": {"source"},
-    "decryption": {"timeout_seconds", "verify_workers"},
+    "decryption": {"timeout_seconds", "verify_workers", "allow_rehearsal"},
 }
 
 
@@ -244,8 +250,10 @@ def load_node_config(path: Path) -> NodeConfig:
     workers = _get(dec, "verify_workers", int, where, 0)
     if not 1 <= timeout <= 86400 or not 0 <= workers <= 1024:
         raise ConfigError(f"{where}: timeout_seconds must be 1..86400 and verify_workers 0..1024")
+    rehearsal = _get(dec, "allow_rehearsal", bool, where, False)
     return NodeConfig(path, name, data_dir, host, port, advertise, roster_file, max_frame, heartbeat, initial,
-                      maximum, tls_paths[0], tls_paths[1], tls_paths[2], socket, source, timeout, workers)
+                      maximum, tls_paths[0], tls_paths[1], tls_paths[2], socket, source, timeout, workers,
+                      rehearsal)
 
 
 def load_roster(path: Path) -> Roster:
@@ -271,6 +279,10 @@ def load_roster(path: Path) -> Roster:
         if "fingerprint" in entry and entry["fingerprint"] != fingerprint(key):
             raise ConfigError(f"{where} ({name}): the fingerprint does not match the public key")
         result.append(RosterEntry(sequence, name, key, address))
+    unset = [e.name for e in result if e.sequence == 0]
+    if unset:
+        raise ConfigError(f"{path}: set the sequence number of {', '.join(unset)}: the guardians are numbered "
+                          f"1..{len(result)} (`guardian roster entry --sequence N`)")
     sequences = sorted(e.sequence for e in result)
     if sequences != list(range(1, len(result) + 1)):
         raise ConfigError(f"{path}: sequence numbers must be exactly 1..{len(result)}, got {sequences}")
@@ -282,6 +294,12 @@ def load_roster(path: Path) -> Roster:
 
 
 def roster_entry_toml(sequence: int | None, name: str, public_key: str, address: str, fp: str) -> str:
-    seq = f"sequence = {sequence}\n" if sequence is not None else "sequence = 0   # set by the operators: 1..n\n"
-    return (f"[[guardian]]\n{seq}name = {name!r}\npublic_key = {public_key!r}\naddress = {address!r}\n"
-            f"fingerprint = {fp!r}\n").replace("'", '"')
+    """One [[guardian]] table of a roster file; without a sequence, a 0 for the guardians to fill in."""
+    seq = (f"sequence = {sequence}\n" if sequence is not None
+           else "sequence = 0   # to set: 1..n, agreed by the guardians\n")
+    return (f"[[guardian]]\n{seq}name = {_toml_string(name)}\npublic_key = {_toml_string(public_key)}\n"
+            f"address = {_toml_string(address)}\nfingerprint = {_toml_string(fp)}\n")
+
+
+def _toml_string(text: str) -> str:
+    return json.dumps(text)       # a JSON string (ASCII, escaped) is a TOML basic string

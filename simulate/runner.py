@@ -1,9 +1,10 @@
 """One scenario, start to end: nodes, ceremony, custody, ballots, decryption, verification; faults on cue.
 
 The election is driven through the commands a guardian or an operator types (`guardian ceremony
-propose|accept`, `guardian backup export|confirm|verify`, `guardian encrypt`, `guardian ballots
-submit`, `guardian tally`, `guardian decrypt`, `guardian verify`); the simulator only watches the
-nodes' control sockets, as `guardian status` does, to know when to inject each fault.
+propose|accept`, `guardian backup export|confirm|verify`, `guardian record init`, `guardian encrypt`,
+`guardian ballots submit`, `guardian tally`, `guardian decrypt`, `guardian verify`); the simulator only
+watches the nodes' control sockets, as `guardian status` does, to know when to inject each fault. A
+scenario without custody is a rehearsal: those commands run with --rehearsal, and every node allows it.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import json
 import random
 import re
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -158,6 +158,9 @@ async def _run(scenario: Scenario, cluster: SimCluster, outcome: Outcome, events
     n = scenario.guardians
     say(f"making {n} guardian nodes (guardian init, roster entries) in {cluster.base}")
     await cluster.create()
+    if not scenario.custody:       # a rehearsal: no key custody, so no certificate; every node takes part
+        for node in cluster.nodes:
+            node.set_config(allow_rehearsal="true")
     if scenario.adversary:
         a = scenario.adversary
         cluster.node(a.guardian).adversary = (a.behaviour, a.victim)
@@ -301,13 +304,24 @@ async def _custody(cluster: SimCluster, session: str, say: Callable[[str], None]
     async with trio.open_nursery() as nursery:
         for node in cluster.nodes:
             nursery.start_soon(one, node)
+
+    async def certified() -> None:         # every node signs, then each writes it beside its export
+        for node in cluster.nodes:
+            if node.alive and not node.paused:
+                entry = next(e for e in await node.request("ceremony-status") if e["session"] == session)
+                assert entry.get("certificate") is True, f"{node.name}: the certificate is not signed by all yet"
+    await eventually(certified, 60, "the certificate signed by all", POLL)
     say("every guardian exported, backed up and verified its key; the certificate is signed by all")
 
 
 async def _ballots(scenario: Scenario, cluster: SimCluster, session: str, say: Callable[[str], None]) -> Path:
     source = next(node for node in cluster.nodes if node.alive)
     record = cluster.base / "record"
-    shutil.copytree(source.dir / "ceremonies" / session, record)
+    rehearsal = () if scenario.custody else ("--rehearsal",)
+    result = await guardian("record", "init", "--ceremony", session, "--out", record, "--config", source.config,
+                            *rehearsal)
+    if result.returncode != 0:
+        raise RuntimeError(f"guardian record init: {result.stderr.strip()}")
     manifest = json.loads(MANIFEST.read_text())
     rng = random.Random(scenario.seed)
     style = manifest["ballot_styles"][0]
@@ -322,22 +336,21 @@ async def _ballots(scenario: Scenario, cluster: SimCluster, session: str, say: C
         lines.append(json.dumps({"id": f"b-{b + 1}", "ballot_style": style["label"], "contests": contests}))
     (cluster.base / "ballots.jsonl").write_text("\n".join(lines) + "\n")
     encrypted = cluster.base / "encrypted"
-    for args in (("encrypt", "--election", record, "--ballots", cluster.base / "ballots.jsonl", "--device",
-                  "booth-1", "--out", encrypted),):
-        result = await guardian(*args)
-        if result.returncode != 0:
-            raise RuntimeError(f"guardian encrypt: {result.stderr.strip()}")
+    result = await guardian("encrypt", "--election", record, "--ballots", cluster.base / "ballots.jsonl", "--device",
+                            "booth-1", "--out", encrypted, *rehearsal)
+    if result.returncode != 0:
+        raise RuntimeError(f"guardian encrypt: {result.stderr.strip()}")
     files = [encrypted / f"b-{b + 1}.json" for b in range(scenario.ballots)]
     cast, challenged = files[:len(files) - scenario.challenged], files[len(files) - scenario.challenged:]
     result = await guardian("ballots", "submit", "--record", record, "--cast", *cast,
-                            *(["--challenge", *challenged] if challenged else []))
+                            *(["--challenge", *challenged] if challenged else []), *rehearsal)
     if result.returncode != 0:
         raise RuntimeError(f"guardian ballots submit: {result.stderr.strip()}")
-    result = await guardian("tally", "--record", record)
+    result = await guardian("tally", "--record", record, *rehearsal)
     if result.returncode != 0:
         raise RuntimeError(f"guardian tally: {result.stderr.strip()}")
-    say(f"{len(cast)} ballots cast and {len(challenged)} challenged (guardian encrypt, ballots submit); "
-        f"tally computed")
+    say(f"{len(cast)} ballots cast and {len(challenged)} challenged (guardian record init, encrypt, ballots "
+        f"submit); tally computed" + (" (a rehearsal: no key custody, so no certificate)" if rehearsal else ""))
     return record
 
 
@@ -353,6 +366,8 @@ async def _decryption(scenario: Scenario, cluster: SimCluster, faults: Faults, r
     args = ["decrypt", "--record", record, "--config", coordinator.config, "--timeout", scenario.timeout, "--json"]
     if scenario.compensated:
         args.append("--compensated")
+    if not scenario.custody:
+        args.append("--rehearsal")
     say(f"{coordinator.name}: guardian decrypt --record {record.name}" + (" --compensated" * scenario.compensated))
     results: list = []
 

@@ -8,17 +8,16 @@
                                    anew under a new passphrase (and a new backup key: see backup_recover)
     guardian restore FILE --dir DIR     a new machine becomes that guardian's node again
     guardian audit verify          the node database's hash-chained audit trail, entry by entry
-    guardian certificate           (running node) the ceremony certificate, signed by every guardian
+    guardian certificate           the ceremony certificate, signed by every guardian (from the data directory)
     guardian certificate verify FILE    every signature, and that it matches the election record
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
-from node.cli.args import positive_int
+from node.cli.args import add_config_option, config_help, default_config, positive_int
 from node.config import load_node_config
 from node.crypto.errors import InputError
 from node.crypto.sealing import check_passphrase
@@ -28,7 +27,6 @@ from node.custody.shamir import check_parameters
 from node.custody.share_files import check_label, make_shares, recover_from, share_file_names, write_share_files
 from node.cli.passphrase import add_passphrase_options, read_passphrase, source_from_args
 
-DEFAULT_CONFIG = os.environ.get("GUARDIAN_CONFIG", "node.toml")
 
 
 def register(sub) -> dict:
@@ -81,7 +79,7 @@ def register(sub) -> dict:
     check.add_argument("file", type=Path, help="the backup file")
     for p in (export, confirm, check):
         p.add_argument("--ceremony", default=None, help="the ceremony's hash or a prefix (default: the latest)")
-        p.add_argument("--config", type=Path, default=Path(DEFAULT_CONFIG))
+        add_config_option(p)
     for p in (export, check):
         add_passphrase_options(p)
 
@@ -107,10 +105,12 @@ def register(sub) -> dict:
     _certificate_options(cert)
     cert_actions = cert.add_subparsers(dest="action", metavar="ACTION")
     show = cert_actions.add_parser(
-        "show", help="print (or --out) the certificate of a ceremony (running node)",
+        "show", help="print (or --out) the certificate of a ceremony",
         description="The ceremony certificate: election, n, k, the guardians with their identity keys and key "
                     "fingerprints, each custody step with its time, signed by every guardian's identity key. "
-                    "Available once every guardian has verified its backup.")
+                    "Available once every guardian has verified its backup. Read from the ceremony's export in "
+                    "the node's data directory (and checked against it), so the node need not be running; "
+                    "before the certificate exists, the running node says who is missing.")
     _certificate_options(show)
     cverify = cert_actions.add_parser(
         "verify", help="check every signature of a certificate, and that it matches an election record",
@@ -127,7 +127,7 @@ def register(sub) -> dict:
         description="Opens the node database read-only and checks every audit entry against its hash and its "
                     "link to the entry before. Exit 1 naming the first bad entry.")
     where = verify.add_mutually_exclusive_group()
-    where.add_argument("--config", type=Path, default=None, help=f"the node's config (default {DEFAULT_CONFIG})")
+    where.add_argument("--config", type=Path, default=None, metavar="FILE", help=config_help(" without --dir"))
     where.add_argument("--dir", type=Path, default=None, help="the node's data directory")
     return {"backup": {"split": backup_split, "recover": backup_recover, "export": backup_export,
                        "confirm": backup_confirm, "verify": backup_verify},
@@ -137,7 +137,7 @@ def register(sub) -> dict:
 
 def _certificate_options(parser) -> None:
     parser.add_argument("--ceremony", default=None, help="the ceremony's hash or a prefix (default: the latest)")
-    parser.add_argument("--config", type=Path, default=Path(DEFAULT_CONFIG))
+    add_config_option(parser)
     parser.add_argument("--out", type=Path, default=None, help="write the JSON here (and the text beside it)")
     parser.add_argument("--json", action="store_true", help="print the JSON instead of the text")
 
@@ -182,10 +182,9 @@ def backup_verify(args: argparse.Namespace) -> int:
 def certificate_show(args: argparse.Namespace) -> int:
     import json
 
-    from node.services.custody import CERTIFICATE_TEXT, certificate_text
-    from node.cli.node import _control
+    from node.custody.certificate import CERTIFICATE_TEXT, certificate_text
 
-    certificate = _control(args, {"cmd": "certificate", "ceremony": args.ceremony})
+    certificate = _certificate(args)
     text = json.dumps(certificate, indent=1) + "\n"
     if args.out is not None:
         from node.custody import write_new_file
@@ -197,10 +196,45 @@ def certificate_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _certificate(args: argparse.Namespace) -> dict:
+    """The running node's certificate (it knows a custody step newer than the file); without a running node,
+    the one beside the ceremony's export in the data directory, checked against that export."""
+    from node.cli.node import _control
+    from node.custody.certificate import CERTIFICATE_JSON, read_certificate, verify_certificate
+    from node.record.start import find_export, latest_export
+
+    config = load_node_config(args.config)
+    if _answers(config.control_socket):
+        return _control(args, {"cmd": "certificate", "ceremony": args.ceremony})
+    ceremonies = config.data_dir / "ceremonies"
+    export = find_export(ceremonies, args.ceremony) if args.ceremony else latest_export(ceremonies)
+    if export is None:
+        raise InputError(f"no completed key ceremony in {ceremonies}")
+    if not (export / CERTIFICATE_JSON).is_file():
+        raise InputError(f"ceremony {export.name[:16]} has no certificate yet: custody is not complete (see who is "
+                         f"missing with `guardian ceremony status` on the running node)")
+    certificate = read_certificate(export / CERTIFICATE_JSON)
+    verify_certificate(certificate, export)
+    return certificate
+
+
+def _answers(socket_path: Path) -> bool:
+    """Whether a node listens on its control socket."""
+    import socket
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(2)
+        try:
+            s.connect(str(socket_path))
+            return True
+        except OSError:
+            return False
+
+
 def certificate_verify(args: argparse.Namespace) -> int:
     import json
 
-    from node.services.custody import CustodyError, verify_certificate
+    from node.custody.certificate import CustodyError, verify_certificate
 
     try:
         certificate = json.loads(args.file.read_bytes())
@@ -284,7 +318,7 @@ def backup_recover(args: argparse.Namespace) -> int:
 
 
 def audit_verify(args: argparse.Namespace) -> int:
-    data_dir = args.dir if args.dir is not None else load_node_config(args.config or Path(DEFAULT_CONFIG)).data_dir
+    data_dir = args.dir if args.dir is not None else load_node_config(args.config or default_config()).data_dir
     result = verify_data_dir(data_dir)
     if not result.ok:
         raise AuditChainError(str(result))

@@ -1,6 +1,7 @@
-"""The record's commands: `guardian election|encrypt|ballots|tally|verify`.
+"""The record's commands: `guardian election|record|encrypt|ballots|tally|verify`.
 
     guardian election create-local   in-process key ceremony -> public election directory (+ test-only secrets)
+    guardian record init             a node's ceremony export (with its certificate) -> a new election record
     guardian encrypt                 plaintext ballots (JSON lines) -> encrypted, signed ballots
     guardian ballots submit          the ballot box: verify, then accept durably into the record
     guardian tally                   close the box: the encrypted tally
@@ -18,12 +19,17 @@ import time
 from pathlib import Path
 from typing import Sequence, TextIO
 
-from node.cli.args import guardian_list, positive_int
+from node.cli.args import add_config_option, guardian_list, positive_int
 from node.crypto.errors import InputError
 
 from node.record import codec, layout
 
 PROGRESS_EVERY = 2.0          # seconds between progress lines on long runs
+GATE = ("Refused unless the record carries its ceremony certificate, signed by every guardian once each has "
+        "exported, confirmed and verified its key backup (`guardian record init`), or with --rehearsal.")
+REHEARSAL_HELP = ("go on although the record carries no ceremony certificate that holds (a rehearsal: warned on "
+                  "stderr and noted in the record's rehearsal.json, which the verifier reports)")
+DECRYPTION_STEPS = ("10", "11", "13", "14")    # do not apply to a record before its decryption
 
 
 # --------------------------------------------------------------------------- argument types
@@ -44,7 +50,8 @@ def register(sub) -> dict:
                     "directory: election_parameters.json, election_manifest.json, hashes.json, the guardians' "
                     "public keys, joint_election_public_key.json, hashes_ext.json and index.json. Every guardian's "
                     "secret key shares go to a separate --secrets directory marked TEST ONLY: this is the stand-in "
-                    "until the ceremony across the guardians' nodes is available.")
+                    "until the ceremony across the guardians' nodes is available. With no key custody to certify, "
+                    "the record is a rehearsal from the start (rehearsal.json): the commands on it say so.")
     create.add_argument("--manifest", type=Path, default=None,
                         help="ElectionGuard 2.1 manifest (JSON); default: the embedded 8-contest demo manifest")
     create.add_argument("--guardians", "-n", type=positive_int, required=True, help="number of guardians n")
@@ -70,6 +77,24 @@ def register(sub) -> dict:
                          help="the present guardians reconstruct each missing guardian's share (seed 002 form)")
     handlers["election"] = {"create-local": run_create_local, "decrypt-local": run_decrypt_local}
 
+    record = sub.add_parser("record", help="start an election record from a completed key ceremony",
+                            description="The election record of a key ceremony run by the guardians' nodes.")
+    r_actions = record.add_subparsers(dest="action", metavar="ACTION")
+    init = r_actions.add_parser(
+        "init", help="copy a ceremony's export (with its certificate) from the node's data directory into a new record",
+        description="Starts an election record from the export a node wrote when the key ceremony completed "
+                    "(DATA_DIR/ceremonies/<hash>/ of the node.toml's data directory): the election files, the "
+                    "guardians' public keys, the election config, every guardian's signed result, the ceremony "
+                    "certificate and the index, each checked against the index. Refused unless the certificate "
+                    "holds (every guardian exported, confirmed and verified its key backup, and all signed), and "
+                    "for a superseded ceremony. The node need not be running.")
+    init.add_argument("--ceremony", required=True, metavar="HASH", help="the ceremony's hash or a prefix of it")
+    init.add_argument("--out", type=Path, required=True, help="the new record directory (must not exist or be empty)")
+    add_config_option(init)
+    init.add_argument("--rehearsal", action="store_true",
+                      help="start it although custody is not certified (the record then is a rehearsal, and says so)")
+    handlers["record"] = {"init": run_record_init}
+
     enc = sub.add_parser(
         "encrypt", help="encrypt plaintext ballots with every proof, confirmation code and signature",
         description="Reads plaintext ballots, one JSON object per line: "
@@ -77,7 +102,7 @@ def register(sub) -> dict:
                     "(an option list, or {OPTION LABEL: value}). Each becomes an encrypted ballot (spec 3.3) with "
                     "its proofs, confirmation code (3.4) and one-time Ed25519 signature (seed 003), written to "
                     "--out as <id>.json. An invalid ballot is refused with its id and the reason; the others go on. "
-                    "Uses every core.")
+                    "Uses every core. " + GATE)
     enc.add_argument("--election", type=Path, required=True, help="the election (or record) directory")
     enc.add_argument("--ballots", type=Path, required=True, help="plaintext ballots, JSON lines ('-' for stdin)")
     enc.add_argument("--device", required=True, help="the encrypting device's name (S_device of eq 72)")
@@ -85,6 +110,7 @@ def register(sub) -> dict:
     enc.add_argument("--chaining", action="store_true",
                      help="simple ballot chaining on this device (spec 3.4.4); its state is kept in --out")
     enc.add_argument("--workers", type=positive_int, default=None, help="processes to use (default: every core)")
+    enc.add_argument("--rehearsal", action="store_true", help=REHEARSAL_HELP)
     handlers["encrypt"] = run_encrypt
 
     ballots = sub.add_parser("ballots", help="the ballot box", description="The ballot box of a record.")
@@ -94,19 +120,21 @@ def register(sub) -> dict:
         description="Verifies each encrypted ballot (election, duplicates, signature, every proof, confirmation "
                     "code, chaining) and accepts it durably into the record: an accepted ballot survives a crash. "
                     "A refused ballot is named with the reason; the others go on. Directories stand for their "
-                    "*.json files.")
+                    "*.json files. " + GATE)
     submit.add_argument("--record", type=Path, required=True, help="the record directory")
     submit.add_argument("--cast", type=Path, nargs="+", default=[], metavar="FILE", help="ballots to cast")
     submit.add_argument("--challenge", type=Path, nargs="+", default=[], metavar="FILE",
                         help="ballots to challenge (they will be decrypted and published)")
     submit.add_argument("--workers", type=positive_int, default=None, help="processes to use (default: every core)")
+    submit.add_argument("--rehearsal", action="store_true", help=REHEARSAL_HELP)
     handlers["ballots"] = {"submit": run_submit}
 
     tally = sub.add_parser("tally", help="close the ballot box: the encrypted tally of the cast ballots",
                            description="Computes the encrypted tally, the homomorphic aggregate of the cast "
                                        "ballots (spec 3.5), and writes encrypted_tally.json. The box then accepts "
-                                       "no more ballots.")
+                                       "no more ballots. " + GATE)
     tally.add_argument("--record", type=Path, required=True, help="the record directory")
+    tally.add_argument("--rehearsal", action="store_true", help=REHEARSAL_HELP)
     handlers["tally"] = run_tally
 
     verify = sub.add_parser(
@@ -120,6 +148,43 @@ def register(sub) -> dict:
     verify.add_argument("--workers", type=positive_int, default=None, help="processes to use (default: every core)")
     handlers["verify"] = run_verify
     return handlers
+
+
+# --------------------------------------------------------------------------- messages
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" + ("" if number == 1 else "s")
+
+
+def _once(message: str) -> str:
+    """The message without a subject said twice: 'refused line 9: line 9: not valid JSON' says 'line 9' once.
+
+    A part between ': ' separators is dropped when an earlier part is it, or ends with it; the last part, the
+    reason itself, always stays.
+    """
+    parts = message.split(": ")
+    kept: list[str] = []
+    for i, part in enumerate(parts):
+        if i < len(parts) - 1 and any(k == part or k.endswith(" " + part) for k in kept):
+            continue
+        kept.append(part)
+    return ": ".join(kept)
+
+
+# --------------------------------------------------------------------------- the custody gate
+
+
+def _custody_gate(root: Path, command: str, rehearsal: bool):
+    """Refuse a record whose ceremony certificate does not hold, unless this is a rehearsal; `.note()` the
+    rehearsal once the command's own checks have passed."""
+    from node.record.custody_gate import gate
+
+    return gate(root, command, rehearsal)
+
+
+def _warn(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
 
 
 # --------------------------------------------------------------------------- progress
@@ -186,6 +251,29 @@ def run_decrypt_local(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- record init
+
+
+def run_record_init(args: argparse.Namespace) -> int:
+    from node.config import load_node_config
+    from node.record.start import start_record
+
+    ceremonies = load_node_config(args.config).data_dir / "ceremonies"
+    started = start_record(ceremonies, args.ceremony, args.out, args.rehearsal,
+                           lambda text: print(text, file=sys.stderr, flush=True))
+    config = started.config
+    print(f"record started in {args.out} from ceremony {started.session[:16]} ({config.election}: n={config.n}, "
+          f"k={config.k}), H_E {started.h_e}; {_count(started.files, 'file')} copied and checked against the index")
+    if started.certified:
+        print(f"  the ceremony certificate is signed by all {config.n} guardians and is this record's: custody "
+              f"complete, the election may proceed")
+    else:
+        print("  REHEARSAL: no ceremony certificate; every command on this record will say so")
+    print(f"Next: guardian encrypt --election {args.out} --ballots FILE --device ID --out DIR   "
+          f"(plaintext ballots, one JSON object a line: see configs/ballots.jsonl)")
+    return 0
+
+
 # --------------------------------------------------------------------------- encrypt
 
 
@@ -196,6 +284,7 @@ def run_encrypt(args: argparse.Namespace) -> int:
 
     election = open_election(args.election)
     ctx = election.context
+    passed = _custody_gate(args.election, "guardian encrypt", args.rehearsal)
     if args.chaining and election.parameters.ballot_chaining == "Prohibited":
         raise InputError("this election prohibits ballot chaining; run without --chaining")
     if not args.chaining and election.parameters.ballot_chaining == "Required":
@@ -209,6 +298,8 @@ def run_encrypt(args: argparse.Namespace) -> int:
     except UnicodeDecodeError:
         raise InputError(f"{args.ballots}: not valid UTF-8") from None
     plaintexts, refused = read_plaintexts(iter(text.splitlines()))
+    if not plaintexts and not refused:
+        raise InputError(f"{args.ballots}: no ballots in it (one JSON object per line, as in configs/ballots.jsonl)")
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
     fresh = []
@@ -218,19 +309,21 @@ def run_encrypt(args: argparse.Namespace) -> int:
         else:
             fresh.append(ballot)
     for what, reason in refused:
-        print(f"refused {what}: {reason}", file=sys.stderr)
+        print(_once(f"refused {what}: {reason}"), file=sys.stderr)
     refused_count = len(refused)
+    passed.note(_warn)
     ctx = bulk_context(ctx, len(fresh), args.workers or worker_count())
     chain = load_chain(out, ctx, args.device) if args.chaining else None
     encrypted = 0
     for plain, rec in encrypt_into(out, ctx, fresh, args.device, chain, args.workers, Progress("encrypt")):
         if isinstance(rec, str):
-            print(f"refused ballot {plain.ballot_id!r}: {rec}", file=sys.stderr)
+            print(_once(f"refused ballot {plain.ballot_id!r}: {rec}"), file=sys.stderr)
             refused_count += 1
             continue
         encrypted += 1
         print(f"encrypted {rec.ballot_id}  confirmation code {rec.ballot.confirmation_code.hex().upper()}", flush=True)
-    print(f"{encrypted} ballots encrypted into {out}" + (f", {refused_count} refused" if refused_count else ""))
+    print(f"{_count(encrypted, 'ballot')} encrypted into {out}"
+          + (f", {refused_count} refused" if refused_count else ""))
     return 1 if refused_count else 0
 
 
@@ -241,7 +334,10 @@ def _expand(paths: Sequence[Path]) -> list[Path]:
     out = []
     for p in paths:
         if p.is_dir():
-            out += sorted(x for x in p.iterdir() if x.suffix == ".json" and not x.name.startswith("."))
+            found = sorted(x for x in p.iterdir() if x.suffix == ".json" and not x.name.startswith("."))
+            if not found:
+                raise InputError(f"{p}: no ballot files (*.json) in this directory")
+            out += found
         else:
             out.append(p)
     return out
@@ -255,8 +351,10 @@ def run_submit(args: argparse.Namespace) -> int:
     submissions = [read_submission(p, codec.CAST) for p in _expand(args.cast)]
     submissions += [read_submission(p, codec.CHALLENGED) for p in _expand(args.challenge)]
     counts = {"accepted": 0, "refused": 0}
+    progress = Progress("submit: ballots")
 
     def report(o) -> None:
+        progress(counts["accepted"] + counts["refused"] + 1, len(submissions))
         if o.accepted:
             counts["accepted"] += 1
             state = "cast" if o.state == codec.CAST else "challenged"
@@ -264,11 +362,14 @@ def run_submit(args: argparse.Namespace) -> int:
         else:
             counts["refused"] += 1
             who = f"ballot {o.ballot_id!r} ({o.source})" if o.ballot_id else o.source
-            print(f"refused {who}: {o.reason}", file=sys.stderr, flush=True)
+            print(_once(f"refused {who}: {o.reason}"), file=sys.stderr, flush=True)
 
     with BallotBox.open(args.record) as box:
         for note in box.recovery_notes:
             print(f"recovered: {note}", file=sys.stderr)
+        passed = _custody_gate(args.record, "guardian ballots submit", args.rehearsal)
+        if not box.closed:                     # a closed box refuses on its own: the record stays as it is
+            passed.note(_warn)
         box.submit(submissions, args.workers, report)
     print(f"{counts['accepted']} accepted, {counts['refused']} refused")
     return 1 if counts["refused"] else 0
@@ -280,8 +381,12 @@ def run_tally(args: argparse.Namespace) -> int:
     with BallotBox.open(args.record) as box:
         for note in box.recovery_notes:
             print(f"recovered: {note}", file=sys.stderr)
+        passed = _custody_gate(args.record, "guardian tally", args.rehearsal)
+        if not box.closed:
+            passed.note(_warn)
         tally = box.tally()
-    print(f"encrypted tally of {tally.ballot_count} cast ballots written to {args.record / layout.ENCRYPTED_TALLY}")
+    print(f"encrypted tally of {_count(tally.ballot_count, 'cast ballot')} written to "
+          f"{args.record / layout.ENCRYPTED_TALLY}")
     return 0
 
 
@@ -294,14 +399,20 @@ def run_verify(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     results = verify_record(args.record, args.workers, Progress("verify: ballots"))
     seconds = time.perf_counter() - start
+    for r in results:
+        r.failures = [_once(f) for f in r.failures]
     if args.json:
         print(json.dumps(results_to_json(args.record, results, seconds, results.warnings)))
     else:
         print(format_table(results, seconds, warnings=results.warnings))
         bad = [r for r in results if r.ok is False]
+        skipped = [r.number for r in results if r.ok is None and r.number in DECRYPTION_STEPS]
         if bad:
-            print(f"\nthe record does NOT verify: {len(bad)} steps failed, first: step "
+            print(f"\nthe record does NOT verify: {_count(len(bad), 'step')} failed, first: step "
                   f"{(bad[0].number + ' ' + bad[0].step).strip()}: {bad[0].failure}")
+        elif skipped:
+            print(f"\nthe record verifies so far: every applicable step passed; it holds no decryptions yet, so "
+                  f"steps {', '.join(skipped)} do not apply (run `guardian decrypt`, then verify again)")
         else:
             print("\nthe record verifies: every applicable step passed")
     return 0 if passed(results) else 1

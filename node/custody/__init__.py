@@ -4,6 +4,7 @@
     share_files   a custodian's share as a file, as typed text and as a printable page with a QR code
     backup_file   the encrypted key backup file (two layers: a backup key, itself sealed under the passphrase)
     audit_chain   verification of the node database's hash-chained audit trail
+    certificate   the ceremony certificate: what is signed, its text, and every check of it
 
 This module holds what they share: writing a new file safely, and the base32 alphabet people read and type.
 """

@@ -86,12 +86,16 @@ class DecryptionRequest:
     coordinator: int                             # the requesting guardian's sequence number
     timeout: float                               # seconds each step may take
     nonce: str                                   # makes two requests for the same record distinct
+    # A rehearsal: the key custody of the ceremony is not certified; only nodes that allow rehearsals
+    # ([decryption] allow_rehearsal) take part.
+    rehearsal: bool = False
 
     def to_json_dict(self) -> dict:
         return {"ceremony": self.ceremony.hex(), "h_e": self.h_e.hex(), "record": self.record.hex(),
                 "tally": self.tally.hex() if self.tally else None,
                 "challenged": [[b, d.hex()] for b, d in self.challenged], "compensated": self.compensated,
-                "coordinator": self.coordinator, "timeout": self.timeout, "nonce": self.nonce}
+                "coordinator": self.coordinator, "timeout": self.timeout, "nonce": self.nonce,
+                "rehearsal": self.rehearsal}
 
     def canonical_bytes(self) -> bytes:
         return json.dumps(self.to_json_dict(), sort_keys=True, separators=(",", ":")).encode()
@@ -109,7 +113,8 @@ def parse_request(data: object, n: int) -> DecryptionRequest:
         obj = json.loads(data)
     except ValueError:
         raise InputError("decryption request: not JSON") from None
-    keys = {"ceremony", "h_e", "record", "tally", "challenged", "compensated", "coordinator", "timeout", "nonce"}
+    keys = {"ceremony", "h_e", "record", "tally", "challenged", "compensated", "coordinator", "timeout", "nonce",
+            "rehearsal"}
     if not isinstance(obj, dict) or set(obj) != keys:
         raise InputError(f"decryption request: fields must be exactly {sorted(keys)}")
 
@@ -139,12 +144,15 @@ def parse_request(data: object, n: int) -> DecryptionRequest:
         raise InputError("decryption request: timeout must be between 1 and 86400 seconds")
     if not isinstance(obj["compensated"], bool) or not isinstance(obj["nonce"], str) or len(obj["nonce"]) > 64:
         raise InputError("decryption request: compensated must be a boolean and nonce a short string")
+    if not isinstance(obj["rehearsal"], bool):
+        raise InputError("decryption request: rehearsal must be a boolean")
     if obj["tally"] is None and not pairs:
         raise InputError("decryption request: nothing to decrypt (no tally, no challenged ballot)")
     request = DecryptionRequest(digest(obj["ceremony"], "ceremony"), digest(obj["h_e"], "h_e"),
                                 digest(obj["record"], "record"),
                                 None if obj["tally"] is None else digest(obj["tally"], "tally"),
-                                tuple(pairs), obj["compensated"], coordinator, float(timeout), obj["nonce"])
+                                tuple(pairs), obj["compensated"], coordinator, float(timeout), obj["nonce"],
+                                obj["rehearsal"])
     if request.canonical_bytes() != data:
         raise InputError("decryption request: not in canonical form")
     return request

@@ -7,6 +7,8 @@
   ballot_box  verified, durable acceptance of cast and challenged ballots; the tally
   decrypted   joint decryptions to the decrypted tally and the opened challenged ballots
   local       in-process stand-ins for the guardians: key ceremony and decryption (tests, demo)
+  custody_gate  the ceremony certificate as the gate of the election's commands; rehearsal.json
+  start       a new record from a node's ceremony export (`guardian record init`)
 The verifier is node/verifier; the commands are node/cli/record.py.
 
 RECORD.md in this directory documents every file and field of a record.

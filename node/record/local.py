@@ -30,11 +30,15 @@ from node.crypto.tally import EncryptedTally, tally_ballots
 
 from node.record import codec, layout
 from node.record.ballot_box import BallotBox
+from node.record.custody_gate import mark_rehearsal
 from node.record.decrypted import (
     JointResult, challenged_record, challenged_statement, quorum, tally_record, tally_statements, write_decryptions,
 )
 
 SECRETS_README = "README-TEST-ONLY.txt"
+# An in-process election has no key custody to certify: its record is a rehearsal from the start.
+LOCAL_SKIPPED = ("the key ceremony across the guardians' nodes and their key custody: every guardian's secrets are "
+                 "in one process (test only), so there is no ceremony certificate")
 SECRETS_WARNING = ("TEST ONLY: every guardian's secret key shares, in the clear, from an in-process key ceremony. "
                    "Never use this for a real election; never publish it; it is not part of the election record.")
 
@@ -116,6 +120,7 @@ def create_local_election(root: Path, secrets_dir: Path, manifest: Manifest, n: 
     ceremony = run_local_ceremony(ElectionParameters(STANDARD, n, k, manifest), rng=rng)
     write_secrets(secrets_dir, ceremony)
     write_election(root, ceremony, info, date, ballot_chaining)
+    mark_rehearsal(root, "guardian election create-local", LOCAL_SKIPPED)
     return ceremony
 
 
@@ -233,6 +238,7 @@ def export_demo_record(root: Path, ceremony: CeremonyResult, ballots: Sequence[c
     if root.exists() and any(root.iterdir()):
         raise InputError(f"{root}: exists and is not empty; a record is never overwritten")
     write_election(root, ceremony, info, date)
+    mark_rehearsal(root, "guardian demo --in-process", LOCAL_SKIPPED)
     with BallotBox.open(root) as box:
         verified = [(rec, codec.CHALLENGED if rec.ballot_id in challenged_ids else codec.CAST) for rec in ballots]
         refused = [o for o in box.submit([], verified=verified) if not o.accepted]

@@ -68,6 +68,7 @@ class Ceremonies(Service):
                  guardian: GuardianFactory = honest_guardian) -> None:
         self.port, self.box, self.custody, self._make_guardian = port, box, custody, guardian
         self.running: dict[bytes, Running] = {}
+        custody.finished_elsewhere = self.finished_elsewhere
 
     def commands(self) -> dict:
         return {"ceremony-propose": lambda r: {"session": self.propose(r["election"])},
@@ -172,6 +173,7 @@ class Ceremonies(Service):
                 self.port.db.add_ceremony(hashlib.sha256(data).digest(), data, sender, status, outcome)
                 if config is not None:
                     self._listen(config.session)
+                    self.custody.check_finished(config.session)     # a replayed proposal of a finished one
                     self._maybe_start(config.session)
             return
         session = body.get("session")
@@ -199,6 +201,21 @@ class Ceremonies(Service):
         if {g for g, (v, _) in votes.items() if v == "accept"} >= names:
             self.port.db.set_ceremony_status(session, "running")
             self._start(parse_election_config(record["config"]))
+
+    def finished_elsewhere(self, session: bytes, reports: dict[str, str]) -> None:
+        """Every other guardian reports this ceremony finished (custody sync), yet this node holds only its
+        proposal: peers replay their old proposals and accepts to a node restored from a backup, which never
+        knew the ceremony. It must not be offered for a vote: a ceremony needs all n, and it ended without
+        this node (its keys, if it had any, are not in this node's database)."""
+        record = self._ceremony(session)
+        if record is None or record["status"] != "proposed" or session in self.running:
+            return
+        said = ", ".join(f"{name} {status}" for name, status in sorted(reports.items()))
+        self.port.db.set_ceremony_status(session, "rejected", {
+            "by": self.port.me.name, "finished_elsewhere": reports,
+            "why": f"finished without this node (every other guardian reports it: {said}); this node holds no "
+                   f"keys of it and takes no part"})
+        log.info("ceremony %s finished without this node (%s): not open for a vote", session.hex()[:16], said)
 
     def _check_replaces(self, config: ElectionConfig) -> None:
         """A ceremony may replace (rotate) the keys of a completed one of the same election, before voting:
@@ -302,8 +319,12 @@ class Ceremonies(Service):
         result = CeremonyResult(ctx, tuple(t.keys[i] for i in t.everyone), {}, t.record_hash)
         write_election(directory, result, run.config.election, method="key ceremony across guardian nodes")
         record = layout.Record(directory)
-        signed = [raw.hex() for raw, _ in self.port.db.session_log(session)
-                  if decode_envelope(raw, 64 * 2**20).type == "result"]
+        # In signer order, not arrival order: every node writes the same bytes for the same results.
+        results = [(decode_envelope(raw, 64 * 2**20), raw) for raw, _ in self.port.db.session_log(session)]
+        sequence = {g.public_key: g.sequence for g in self.port.roster.entries}
+        signed = [raw.hex() for envelope, raw in sorted(
+            ((e, raw) for e, raw in results if e.type == "result"),
+            key=lambda item: (sequence.get(item[0].sender, 1 << 30), item[0].seq, item[1]))]
         digests = {"election_config.json": record.write("election_config.json", run.config.canonical_bytes()),
                    "ceremony_results.json": record.write("ceremony_results.json",
                                                          json.dumps({"signed_results": signed}).encode())}

@@ -9,7 +9,10 @@ Each step is a signed node message (`custody-step`) that every node keeps, so ev
 the table of who has done what. When every guardian has verified, custody is complete and the
 election may proceed: each node signs the ceremony certificate (the same bytes on every node,
 built from the signed steps) and sends its signature; with all n signatures the certificate is
-written beside the ceremony's export.
+written beside the ceremony's export. The certificate's pure parts (the body digest, what is signed,
+the text, verify_certificate) are node/custody/certificate.py. When a link comes up, the two nodes
+compare their custody of each finished ceremony (`custody-sync`) and hand over the signed steps and
+signatures the other lacks: a node restored from a backup gets its own old steps back that way.
 
 The backup's payload holds everything needed to decrypt later on a new machine: the node's
 identity seed, its node.toml and roster, and the ceremony (config, outcome, public export files
@@ -24,45 +27,40 @@ import json
 import logging
 import time
 from pathlib import Path
+from typing import Callable
 
 import nacl.exceptions
 import nacl.signing
 from gmpy2 import mpz
 
-from node.crypto.errors import GuardianError, InputError
+from node.crypto.errors import GuardianError
 from node.crypto.keys import commitment_at
 from node.crypto.params import STANDARD
 from node.crypto.sealing import check_passphrase
 from node.custody.backup_file import BackupMeta, read_backup, write_backup
+from node.custody.certificate import (  # noqa: F401  (the certificate's names, for this module's users)
+    CERTIFICATE_FORMAT, CERTIFICATE_JSON, CERTIFICATE_TEXT, SIGNING_TAG, STEPS, CustodyError, body_digest,
+    certificate_message, certificate_text, utc as _utc, verify_certificate, write_certificate,
+)
 from node.identity import fingerprint as key_fingerprint
 from node.protocol.ceremony import Guardian, Transcript
 from node.protocol.election_config import ElectionConfig, parse_election_config
-from node.protocol.envelope import Envelope
+from node.protocol.envelope import NODE_SESSION, Envelope, EnvelopeError, decode_envelope
 from node.record import codec, layout
 from node.services.port import Port, Service
 from node.storage.state_box import StateBox
 
 log = logging.getLogger("guardian.custody")
-STEPS = ("downloaded", "backed-up", "verified")
-NODE_TYPES = frozenset({"custody-step", "certificate-signature"})
+NODE_TYPES = frozenset({"custody-step", "certificate-signature", "custody-sync"})
 PAYLOAD_FORMAT = "guardian-node key backup payload v1"
-CERTIFICATE_FORMAT = "guardian-node ceremony certificate v1"
-CERTIFICATE_JSON, CERTIFICATE_TEXT = "certificate.json", "certificate.txt"
-SIGNING_TAG = b"guardian-node certificate\x00"
 MIN_COPIES = 2
+MAX_SYNCED = 4096                 # envelopes and signatures in one custody-sync
+MAX_SYNCED_ENVELOPE = 4096        # bytes of one synced custody step
+FINISHED = ("complete", "superseded")
 
-
-class CustodyError(InputError):
-    """A custody step refused: the message says which and why."""
-
-
-def certificate_message(digest: bytes) -> bytes:
-    """What each guardian's identity key signs: a domain tag and the certificate body's SHA-256."""
-    return SIGNING_TAG + digest
-
-
-def body_digest(body: dict) -> bytes:
-    return hashlib.sha256(codec.canonical_bytes(body)).digest()
+# Someone to tell when every other guardian reports a ceremony finished that this node holds only as
+# proposed (a node restored from a backup sees old proposals replayed): (session, {guardian: status}).
+FinishedElsewhere = Callable[[bytes, dict[str, str]], None]
 
 
 class Custody(Service):
@@ -71,6 +69,10 @@ class Custody(Service):
 
     def __init__(self, port: Port, box: StateBox) -> None:
         self.port, self.box = port, box
+        self.finished_elsewhere: FinishedElsewhere | None = None
+        self.reports: dict[bytes, dict[bytes, str]] = {}     # ceremony -> guardian's key -> status it reports
+        self._up: set[int] = set()                             # guardians linked when last looked at
+        self._answered: dict[tuple[str, bytes], bytes] = {}   # (peer, ceremony) -> our state we last sent it
 
     def commands(self) -> dict:
         return {"backup-export": lambda r: self.export(r.get("ceremony"), str(r["out"]), str(r["passphrase"])),
@@ -114,9 +116,20 @@ class Custody(Service):
 
     def _send_step(self, session: bytes, step: str, detail: dict) -> None:
         at_ms = int(time.time() * 1000)          # msgpack bodies carry no floats
-        self.port.send("custody-step", {"ceremony": session, "step": step, "at_ms": at_ms, "detail": detail})
-        self.port.db.add_custody_step(session, self.port.me.name, step, at_ms / 1000, detail, None)
+        seq = self.port.send("custody-step", {"ceremony": session, "step": step, "at_ms": at_ms, "detail": detail})
+        # The signed message is kept with the step: it is what a custody sync hands to a peer that lacks it.
+        self.port.db.add_custody_step(session, self.port.me.name, step, at_ms / 1000, detail,
+                                      self._own_envelope(lambda e: e.seq == seq))
         self._maybe_sign(session)
+
+    def _own_envelope(self, match: Callable[[Envelope], bool]) -> bytes | None:
+        """The newest custody step this node signed and sent that `match`es, from its outbox."""
+        for raw, own in reversed(self.port.db.session_log(NODE_SESSION)):
+            if own:
+                envelope = decode_envelope(raw, 64 * 2**20)
+                if envelope.type == "custody-step" and match(envelope):
+                    return raw
+        return None
 
     # --- the guardian's steps ----------------------------------------------------------------------
 
@@ -205,34 +218,56 @@ class Custody(Service):
     def on_node_message(self, envelope: Envelope, sender: str) -> None:
         body = envelope.body if isinstance(envelope.body, dict) else {}
         session = body.get("ceremony")
+        if not isinstance(session, bytes) or len(session) != 32:
+            log.warning("%s from %s names no ceremony: ignored", envelope.type, sender)
+            return
         record = self.port.db.ceremony(session)
-        if record is None or record["status"] not in ("complete", "superseded"):
-            log.warning("%s from %s for a ceremony this node has not completed: ignored", envelope.type, sender)
+        if envelope.type == "custody-sync" and "status" in body:
+            self._report(session, sender, envelope.sender, body.get("status"), record)
+        if record is None or record["status"] not in FINISHED:
+            if envelope.type != "custody-sync":
+                log.warning("%s from %s for a ceremony this node has not completed: ignored", envelope.type, sender)
             return
         config = self._config(record)
         if config.guardian_by_key(envelope.sender) is None:
             log.warning("%s from %s, who is not a guardian of that ceremony: ignored", envelope.type, sender)
             return
         if envelope.type == "custody-step":
-            self._peer_step(session, sender, body, envelope)
-        else:
+            if self._apply_step(session, sender, body, envelope.encode(), synced=False):
+                self._maybe_sign(session)
+        elif envelope.type == "certificate-signature":
             self._peer_signature(session, sender, body, envelope.sender)
+        else:
+            self._on_sync(session, record, config, sender, envelope.sender, body)
 
-    def _peer_step(self, session: bytes, sender: str, body: dict, envelope: Envelope) -> None:
+    def _apply_step(self, session: bytes, sender: str, body: dict, raw: bytes, synced: bool) -> bool:
+        """Keep a guardian's signed custody step; False when it is refused (logged) or brings nothing new.
+
+        A step handed over by a custody sync may be one this node already has, or older than what it has:
+        it is kept only when it is newer, and a later step only when it belongs to the export kept."""
         step, at, detail = body.get("step"), body.get("at_ms"), body.get("detail")
         if step not in STEPS or isinstance(at, bool) or not isinstance(at, int) or not 0 <= at < 2**53 \
                 or not isinstance(detail, dict) or len(json.dumps(detail)) > 1000:
             log.warning("malformed custody step from %s: ignored", sender)
-            return
+            return False
         have = self.port.db.custody_steps(session).get(sender, {})
+        if synced:
+            kept = have.get(step)
+            if kept is not None and round(kept["at"] * 1000) >= at:
+                return False
+            exported = have.get("downloaded")
+            if step != "downloaded" and exported is not None and (
+                    round(exported["at"] * 1000) > at
+                    or detail.get("fingerprint") != exported["detail"].get("fingerprint")):
+                return False           # a step of an older export of that guardian's key
         needed = STEPS[STEPS.index(step) - 1] if step != "downloaded" else None
         if needed is not None and needed not in have:
             log.warning("custody step %s from %s before %s: ignored", step, sender, needed)
-            return
+            return False
         if step == "downloaded":
             self.port.db.clear_custody_steps(session, sender, ("backed-up", "verified"))
-        self.port.db.add_custody_step(session, sender, step, at / 1000, detail, envelope.encode())
-        self._maybe_sign(session)
+        self.port.db.add_custody_step(session, sender, step, at / 1000, detail, raw)
+        return True
 
     def _peer_signature(self, session: bytes, sender: str, body: dict, key: bytes) -> None:
         digest, signature = body.get("digest"), body.get("signature")
@@ -240,13 +275,162 @@ class Custody(Service):
                 and len(signature) == 64):
             log.warning("malformed certificate signature from %s: ignored", sender)
             return
-        try:
-            nacl.signing.VerifyKey(key).verify(certificate_message(digest), signature)
-        except nacl.exceptions.BadSignatureError:
+        if not _signed(key, digest, signature):
             log.warning("certificate signature from %s does not verify: ignored", sender)
             return
         self.port.db.add_certificate_signature(session, sender, digest, signature)
         self._maybe_write(session)
+
+    # --- custody sync: what a peer missed (a node restored from a backup, say) ---------------------------
+    #
+    # Peers send a node's messages again from where that node's database says it stopped, but never its own
+    # old messages: a node restored from a backup would never see its own custody steps, nor signatures it
+    # gave. So when a link comes up, each side tells the other, for each finished ceremony, its status and a
+    # digest of the custody it holds; a peer whose digest differs is handed the signed steps and the
+    # certificate signatures, each checked on receipt against the guardians' keys like any other.
+
+    def links_changed(self) -> None:
+        links = self.port.links()
+        for entry in self.port.roster.entries:
+            link = links.get(entry.sequence)
+            if entry.sequence == self.port.me.sequence or link is None:
+                continue
+            if not link.connected:
+                self._up.discard(entry.sequence)
+            elif entry.sequence not in self._up:
+                self._up.add(entry.sequence)
+                self._answered = {k: v for k, v in self._answered.items() if k[0] != entry.name}
+                for record in self.port.db.ceremonies(FINISHED):
+                    self.port.send("custody-sync", {"ceremony": record["session"], "status": record["status"],
+                                                    "have": self._state_digest(record["session"])},
+                                   to=entry.public_key)
+
+    def _state_digest(self, session: bytes) -> bytes:
+        steps = {name: {s: round(v["at"] * 1000) for s, v in mine.items()}
+                 for name, mine in self.port.db.custody_steps(session).items()}
+        signatures = {name: d.hex() for name, (d, _) in self.port.db.certificate_signatures(session).items()}
+        return hashlib.sha256(codec.canonical_bytes({"steps": steps, "signatures": signatures})).digest()
+
+    def _report(self, session: bytes, sender: str, key: bytes, status: object, record: dict | None) -> None:
+        """A peer says the ceremony is finished on its node; a proposal this node holds may be one it missed."""
+        if status not in FINISHED:
+            log.warning("custody sync from %s with a status %r: ignored", sender, str(status)[:40])
+            return
+        self.reports.setdefault(session, {})[key] = status
+        if record is not None and record["status"] == "proposed":
+            self.check_finished(session)
+
+    def check_finished(self, session: bytes) -> None:
+        """Every other guardian reported the ceremony finished: tell whoever holds its proposal."""
+        record = self.port.db.ceremony(session)
+        if record is None or record["status"] != "proposed" or self.finished_elsewhere is None:
+            return
+        try:
+            config = self._config(record)
+        except GuardianError:
+            return
+        reports = self.reports.get(session, {})
+        others = [g for g in config.guardians if g.public_key != self.port.identity.public_key]
+        if others and all(g.public_key in reports for g in others):
+            self.finished_elsewhere(session, {g.name: reports[g.public_key] for g in others})
+
+    def _on_sync(self, session: bytes, record: dict, config: ElectionConfig, sender: str, key: bytes,
+                 body: dict) -> None:
+        if set(body) == {"ceremony", "status", "have"}:
+            have = body["have"]
+            if not isinstance(have, bytes) or len(have) != 32:
+                log.warning("custody sync from %s: malformed digest: ignored", sender)
+                return
+            mine = self._state_digest(session)
+            if have != mine and self._answered.get((sender, session)) != mine:
+                self._answered[(sender, session)] = mine
+                self.port.send("custody-sync", {"ceremony": session, **self._handover(session, config)}, to=key)
+        elif set(body) == {"ceremony", "steps", "signatures"}:
+            self._take_over(session, config, sender, body["steps"], body["signatures"])
+        else:
+            log.warning("custody sync from %s: malformed: ignored", sender)
+
+    def _handover(self, session: bytes, config: ElectionConfig) -> dict:
+        """This node's custody of a ceremony: every guardian's signed steps and certificate signatures."""
+        names = {g.name: g.sequence for g in config.guardians}
+        signatures = [{"sequence": names[name], "digest": d, "signature": sig}
+                      for name, (d, sig) in self.port.db.certificate_signatures(session).items() if name in names]
+        return {"steps": self._signed_steps(session)[:MAX_SYNCED], "signatures": signatures[:MAX_SYNCED]}
+
+    def _signed_steps(self, session: bytes) -> list[bytes]:
+        """The signed message of each custody step this node keeps: its peers' from its inbox, its own from
+        its outbox (the node's log holds both)."""
+        steps = self.port.db.custody_steps(session)
+        names = {e.public_key: e.name for e in self.port.roster.entries}
+        found: dict[tuple[str, str], bytes] = {}
+        for raw, _ in self.port.db.session_log(NODE_SESSION):
+            try:
+                envelope = decode_envelope(raw, 64 * 2**20)
+            except EnvelopeError:
+                continue
+            body = envelope.body if isinstance(envelope.body, dict) else {}
+            name = names.get(envelope.sender)
+            if envelope.type != "custody-step" or body.get("ceremony") != session or name is None:
+                continue
+            kept = steps.get(name, {}).get(body.get("step"))
+            if kept is not None and round(kept["at"] * 1000) == body.get("at_ms"):
+                found[(name, body["step"])] = raw
+        return list(found.values())
+
+    def _take_over(self, session: bytes, config: ElectionConfig, sender: str, steps: object,
+                   signatures: object) -> None:
+        if not isinstance(steps, list) or not isinstance(signatures, list) or len(steps) > MAX_SYNCED \
+                or len(signatures) > MAX_SYNCED:
+            log.warning("custody sync from %s: malformed: ignored", sender)
+            return
+        received = []
+        for raw in steps:
+            try:
+                if not isinstance(raw, bytes) or len(raw) > MAX_SYNCED_ENVELOPE:
+                    raise EnvelopeError("malformed", "not a custody step of at most 4 KiB")
+                envelope = decode_envelope(raw, MAX_SYNCED_ENVELOPE)
+                guardian = config.guardian_by_key(envelope.sender)
+                if guardian is None:
+                    raise EnvelopeError("unknown key", "not signed by a guardian of the ceremony")
+                envelope.verify()
+                body = envelope.body if isinstance(envelope.body, dict) else {}
+                if envelope.type != "custody-step" or envelope.session != NODE_SESSION \
+                        or body.get("ceremony") != session:
+                    raise EnvelopeError("malformed", "not a custody step of this ceremony")
+            except EnvelopeError as e:
+                log.warning("custody sync from %s: a step refused (%s): ignored", sender, e)
+                continue
+            received.append((guardian.name, envelope.seq, STEPS.index(body["step"]) if body.get("step") in STEPS
+                             else 0, body, raw))
+        changed = False
+        for name, _, _, body, raw in sorted(received, key=lambda r: (r[0], r[1], r[2])):
+            changed |= self._apply_step(session, name, body, raw, synced=True)
+        current = self._current_digest(session, config)
+        kept = self.port.db.certificate_signatures(session)
+        by_sequence = {g.sequence: g for g in config.guardians}
+        for s in signatures:
+            g = by_sequence.get(s.get("sequence")) if isinstance(s, dict) else None
+            digest, signature = (s.get("digest"), s.get("signature")) if g is not None else (None, None)
+            if not (isinstance(digest, bytes) and len(digest) == 32 and isinstance(signature, bytes)
+                    and len(signature) == 64 and _signed(g.public_key, digest, signature)):
+                log.warning("custody sync from %s: a certificate signature refused: ignored", sender)
+                continue
+            ours = kept.get(g.name)
+            if ours is not None and (ours[0] == digest or ours[0] == current):
+                continue               # the same, or the one that signs the certificate as it stands
+            if ours is None or digest == current:
+                self.port.db.add_certificate_signature(session, g.name, digest, signature)
+                changed = True
+        if changed:
+            log.info("custody of ceremony %s brought up to date by %s", session.hex()[:16], sender)
+            self._maybe_sign(session)
+            self._maybe_write(session)
+
+    def _current_digest(self, session: bytes, config: ElectionConfig) -> bytes | None:
+        record = self.port.db.ceremony(session)
+        if record is None or not self.complete(session, config):
+            return None
+        return body_digest(self.certificate_body(record))
 
     # --- the table and the certificate -----------------------------------------------------------------
 
@@ -366,6 +550,15 @@ class Custody(Service):
 
 # --- pure helpers, for the node and for `guardian restore` / `guardian certificate verify` ---------------
 
+def _signed(key: bytes, digest: bytes, signature: bytes) -> bool:
+    """Whether `signature` is the guardian's (its identity key) on the certificate body of SHA-256 `digest`."""
+    try:
+        nacl.signing.VerifyKey(key).verify(certificate_message(digest), signature)
+        return True
+    except (nacl.exceptions.BadSignatureError, nacl.exceptions.ValueError, ValueError, TypeError):
+        return False
+
+
 def _payload(payload: bytes) -> dict:
     try:
         doc = json.loads(payload)
@@ -408,87 +601,3 @@ def check_state_restores(config: ElectionConfig, me: int, state: dict, export: P
             if share is None or pow(group.g, int(share), group.p) != commitment_at(group, commitments, me):
                 raise CustodyError(f"the backup's share from guardian {j} does not match its published "
                                    f"commitments")
-
-
-def write_certificate(directory: Path, certificate: dict) -> None:
-    record = layout.Record(directory)
-    digests = {CERTIFICATE_JSON: record.write(CERTIFICATE_JSON, json.dumps(certificate, indent=1).encode() + b"\n"),
-               CERTIFICATE_TEXT: record.write(CERTIFICATE_TEXT, certificate_text(certificate).encode())}
-    record.update_index((), digests)
-
-
-def certificate_text(certificate: dict) -> str:
-    body = certificate["certificate"]
-    lines = ["KEY CEREMONY CERTIFICATE", "",
-             f"Election:   {body['election']}",
-             f"Ceremony:   {body['ceremony']}",
-             f"Guardians:  n = {body['n']}, any k = {body['k']} decrypt",
-             f"H_E:        {body['h_e']}",
-             f"Joint key:  SHA-256 {body['joint_key_sha256']}...",
-             f"Parameters: {body['parameters']}",
-             f"Completed:  {body['completed']}"]
-    if body.get("replaces"):
-        lines.append(f"Replaces:   ceremony {body['replaces']} (its keys are superseded)")
-    if certificate.get("status"):
-        lines.append(f"STATUS:     {certificate['status'].upper()}")
-    lines += ["", "Guardians, their identity keys and custody steps:"]
-    for g in body["guardians"]:
-        lines.append(f"  {g['sequence']:>3}. {g['name']}  identity {g['key_fingerprint']}")
-        lines.append(f"       commitments SHA-256 {g['commitments_sha256']}")
-        for step in STEPS:
-            s = g["custody"].get(step)
-            if s:
-                extra = ", ".join(f"{k} {v}" for k, v in s.items() if k != "at")
-                lines.append(f"       {step:<11} {s['at']}  {extra}")
-    lines += ["", f"{body['verification']}.", f"Certificate SHA-256: {certificate['sha256']}",
-              "Signed by every guardian's identity key (Ed25519):"]
-    for s in certificate["signatures"]:
-        lines.append(f"  {s['sequence']:>3}. {s['name']:<20} {s['signature'][:32]}...")
-    lines.append("")
-    lines.append("Check it: guardian certificate verify certificate.json --record RECORD")
-    return "\n".join(lines) + "\n"
-
-
-def verify_certificate(certificate: object, record_dir: Path | None = None) -> list[str]:
-    """Every check of `guardian certificate verify`; raises CustodyError naming the first failure."""
-    if not isinstance(certificate, dict) or not {"certificate", "sha256", "signatures"} <= set(certificate):
-        raise CustodyError("not a ceremony certificate (certificate, sha256, signatures)")
-    body = certificate["certificate"]
-    if not isinstance(body, dict) or body.get("format") != CERTIFICATE_FORMAT:
-        raise CustodyError(f"not a {CERTIFICATE_FORMAT!r}")
-    digest = body_digest(body)
-    if certificate["sha256"] != digest.hex():
-        raise CustodyError("the certificate body does not match its SHA-256: it was altered")
-    guardians = body.get("guardians")
-    if not isinstance(guardians, list) or len(guardians) != body.get("n"):
-        raise CustodyError("the certificate must list its n guardians")
-    signatures = {s.get("sequence"): s for s in certificate["signatures"] if isinstance(s, dict)}
-    done = []
-    for g in guardians:
-        s = signatures.get(g.get("sequence"))
-        if s is None:
-            raise CustodyError(f"guardian {g.get('sequence')} ({g.get('name')}) has not signed the certificate")
-        try:
-            nacl.signing.VerifyKey(bytes.fromhex(g["public_key"])).verify(certificate_message(digest),
-                                                                           bytes.fromhex(s["signature"]))
-        except (ValueError, TypeError, KeyError, nacl.exceptions.BadSignatureError, nacl.exceptions.ValueError):
-            raise CustodyError(f"guardian {g.get('sequence')} ({g.get('name')})'s signature does not verify") from None
-        if set(g.get("custody", {})) != set(STEPS):
-            raise CustodyError(f"guardian {g['sequence']} ({g['name']}) did not complete every custody step")
-        done.append(f"signature of guardian {g['sequence']} ({g['name']}, {g['key_fingerprint']}) verifies")
-    if record_dir is not None:
-        record = layout.Record(record_dir)
-        h_e = codec.hashes_ext_from_json(record.read_json(layout.HASHES_EXT))
-        if h_e.hex() != body["h_e"]:
-            raise CustodyError(f"{record_dir}: the record's H_E is not the certificate's: another election or key")
-        for g in guardians:
-            rel = layout.guardian_file(g["sequence"])
-            if hashlib.sha256(record.read(rel)).hexdigest() != g["commitments_sha256"]:
-                raise CustodyError(f"{record_dir}: guardian {g['sequence']}'s public key file is not the one certified")
-        joint = hashlib.sha256(record.read(layout.JOINT_KEY)).hexdigest()
-        done.append(f"the record's H_E and every guardian's public key file match (joint key file {joint[:16]})")
-    return done
-
-
-def _utc(at: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))

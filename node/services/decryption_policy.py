@@ -4,8 +4,13 @@ The node decrypts only what it has recomputed itself: the aggregate of the cast
 ballots whose proofs and signatures verify (Verifications 1-9 and the ballot
 signatures, run on its own copy of the record) and ballots the record marks
 challenged. The election in the record must be the one this node's key
-ceremony made. Anything else is refused with the reason, which the node signs
-and sends to its peers.
+ceremony made, and that ceremony's key custody must be certified: the
+certificate beside the node's own export, signed by every guardian, checked
+against that export and the ceremony's config (seed 000: only after every
+guardian has exported, confirmed and verified its key backup can the election
+proceed). A rehearsal request goes without it, on a node whose node.toml allows
+rehearsals. Anything else is refused with the reason, which the node signs and
+sends to its peers.
 """
 
 from __future__ import annotations
@@ -17,7 +22,11 @@ from node.crypto.decryption import PublicShares
 from node.crypto.election import ElectionContext
 from node.crypto.errors import GuardianError
 from node.crypto.tally import EncryptedTally, tally_ballots
+from node.custody.certificate import (
+    CERTIFICATE_JSON, CustodyError, missing_steps, read_certificate, superseded_by, verify_certificate,
+)
 from node.protocol.decryption import DecryptionRequest, Item
+from node.protocol.election_config import parse_election_config
 from node.record import codec, layout
 from node.record.decrypted import challenged_statement, tally_statements
 from node.record.election import open_election
@@ -45,6 +54,42 @@ class Checked:
     items: tuple[Item, ...]
     vote_publics: PublicShares
     data_publics: PublicShares
+
+
+def custody_refusal(db, ceremony: dict, rehearsal: bool, allow_rehearsal: bool) -> str | None:
+    """Why this node must not use its key of `ceremony` (a database row) for a decryption; None when it may.
+
+    `db` is the node's database: its custody table names the guardians whose steps are missing."""
+    session = ceremony["session"]
+    if rehearsal:
+        if not allow_rehearsal:
+            return ("the request is a rehearsal (custody not certified) and this guardian's node takes no part in "
+                    "rehearsals ([decryption] allow_rehearsal is false in its node.toml)")
+        return None
+    try:
+        config = parse_election_config(ceremony["config"])
+        export = Path(ceremony["outcome"]["export"])
+    except (GuardianError, KeyError, TypeError):
+        return f"this node cannot read its own record of ceremony {session.hex()[:16]}"
+    path = export / CERTIFICATE_JSON
+    if path.is_file():
+        try:
+            certificate = read_certificate(path)
+            verify_certificate(certificate, export, config)
+        except CustodyError as e:
+            return f"the certificate of ceremony {session.hex()[:16]} does not hold: {e}"
+        newer = superseded_by(certificate)
+        if newer is not None:
+            return f"the keys of ceremony {session.hex()[:16]} are superseded by ceremony {newer[:16]}"
+        return None
+    missing = missing_steps(config.guardians, db.custody_steps(session))
+    if missing:
+        who = "; ".join(missing)
+        return (f"the key custody of ceremony {session.hex()[:16]} is not complete, so this guardian does not use "
+                f"its key: waiting for {who} (`guardian ceremony status`)")
+    unsigned = [g.name for g in config.guardians if g.name not in db.certificate_signatures(session)]
+    return (f"the certificate of ceremony {session.hex()[:16]} is not signed by every guardian yet"
+            + (f": waiting for {', '.join(unsigned)}" if unsigned else ""))
 
 
 def check_record(root: Path, request: DecryptionRequest, own_h_e: bytes, own_joint_keys: tuple[int, int],

@@ -26,14 +26,14 @@ import logging
 import re
 import secrets
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Mapping
 
 import trio
 
 from node.crypto.errors import GuardianError, InputError
-from node.services.decryption_policy import Checked, PolicyRefusal, check_record
+from node.services.decryption_policy import Checked, PolicyRefusal, check_record, custody_refusal
 from node.protocol.ceremony import Guardian, Transcript
 from node.protocol.decryption import (
     MESSAGE_TYPES, REQUEST_TYPE, DecryptionContext, DecryptionGuardian, DecryptionRequest, DecryptionTranscript,
@@ -41,9 +41,10 @@ from node.protocol.decryption import (
 )
 from node.protocol.election_config import parse_election_config
 from node.protocol.lifecycle import DECRYPTION
-from node.protocol.waiting import LinkView, SessionView, decide
+from node.protocol.waiting import LinkView, SessionView, awaited, decide, linked_guardians
 from node.protocol.envelope import Envelope, decode_envelope
 from node.record import codec, layout
+from node.record.custody_gate import mark_rehearsal
 from node.record.decrypted import JointResult, challenged_record, quorum, tally_record, write_decryptions
 from node.services.port import Port, Service
 from node.storage.state_box import StateBox
@@ -54,6 +55,7 @@ MAX_WANT = 32
 ACTIVE = ("fetching", "checking", "ready")
 SAFE_PATH = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*(/[A-Za-z0-9_][A-Za-z0-9._-]*)*")
 SUMMARY = "decryption_session.json"
+MAX_EVENTS = 300       # progress events kept per session (the oldest go first)
 
 # How this node's DecryptionGuardian is made: (port, transcript, own sequence, key shares, sealed state
 # or None). A misbehaving guardian for rehearsals plugs in here (node/testing/adversary.py).
@@ -73,6 +75,7 @@ class Snapshot:
     round: int
     refused: dict[int, str]
     excluded: dict[int, str]
+    present: tuple[int, ...] = ()        # the current round's U
 
 
 class Session:
@@ -91,6 +94,11 @@ class Session:
         self.wake = trio.Event()
         self.timings: dict[str, float] = {}
         self.fetch_error: str | None = None
+        # What `guardian decrypt` shows as it goes: one event each time the stage, the round, its step, who is
+        # ready, linked or awaited changes; numbered, so a follower polling the status misses none.
+        self.events: list[dict] = []
+        self.noted = 0
+        self.last_key: tuple | None = None
 
     def poke(self) -> None:
         event, self.wake = self.wake, trio.Event()
@@ -108,9 +116,11 @@ class Decryptions(Service):
         self.port, self.box, self._make_guardian = port, box, guardian
         self.sessions: dict[bytes, Session] = {}
         self.serving: dict[bytes, Path] = {}    # public record files this node can give its peers
+        self._up: set[int] = set()              # guardians linked when the links were last looked at
+        self._dropped: dict[int, float] = {}    # guardian -> when its link was seen to go down
 
     def commands(self) -> dict:
-        return {"decrypt-request": self._request_command, "decrypt-status": lambda r: self.status()}
+        return {"decrypt-request": self._request_command, "decrypt-status": lambda r: self.status(r.get("session"))}
 
     def _request_command(self, request: dict) -> dict:
         ballots = request.get("ballots") or None
@@ -120,7 +130,8 @@ class Decryptions(Service):
         if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
                                     or not 1 <= timeout <= 86400):
             raise InputError("timeout must be between 1 and 86400 seconds")
-        return {"session": self.request(str(request["record"]), bool(request.get("compensated")), ballots, timeout)}
+        return {"session": self.request(str(request["record"]), bool(request.get("compensated")), ballots, timeout,
+                                        request.get("rehearsal") is True)}
 
     def session_kind(self, session: bytes) -> tuple[str, str | None] | None:
         return "decryption", None
@@ -164,7 +175,8 @@ class Decryptions(Service):
 
     # --- requests -----------------------------------------------------------------------------------
 
-    def request(self, record_dir: str, compensated: bool, ballots: list[str] | None, timeout: float | None) -> str:
+    def request(self, record_dir: str, compensated: bool, ballots: list[str] | None, timeout: float | None,
+                rehearsal: bool = False) -> str:
         """`guardian decrypt --record DIR`: ask every guardian to decrypt the record's tally and challenged ballots."""
         root = Path(record_dir).resolve()
         record = layout.Record(root)
@@ -172,8 +184,17 @@ class Decryptions(Service):
             raise InputError(f"{root}: not an election record (no {layout.INDEX})")
         index_bytes = record.read(layout.INDEX)
         index = codec.index_from_json(codec.load_json(index_bytes, layout.INDEX))
+        # The peers' policy refuses a record that already holds decryptions: refuse it here, before a session.
+        held = sorted({rel for rel in index if rel == layout.DECRYPTED_TALLY or rel.startswith(layout.CHALLENGED + "/")}
+                      | ({layout.DECRYPTED_TALLY} if record.exists(layout.DECRYPTED_TALLY) else set())
+                      | set(record.list_dir(layout.CHALLENGED)))
+        if held:
+            shown = ", ".join(held[:3]) + (f" and {len(held) - 3} more" if len(held) > 3 else "")
+            raise InputError(f"{root}: the record already holds decryptions ({shown}); "
+                             f"check them with `guardian verify {root}`")
         h_e = codec.hashes_ext_from_json(record.read_json(layout.HASHES_EXT))
         ceremony = self._ceremony_for(h_e)
+        self._custody_gate(ceremony, rehearsal)
         for rel, digest in index.items():
             size = record.path(rel).stat().st_size if record.exists(rel) else None
             if size is None or layout.sha256_file(record.path(rel)) != digest:
@@ -198,11 +219,17 @@ class Decryptions(Service):
             challenged.append((ballot_id, bytes.fromhex(index[rel])))
         if tally is None and not challenged:
             raise InputError(f"{root}: nothing to decrypt")
+        if rehearsal:       # the record says so, in a file its index (which the request names) lists
+            log.warning("decryption of %s requested as a rehearsal: custody is not checked", root)
+            mark_rehearsal(root, "guardian decrypt", "the ceremony certificate: the decryption was requested as a "
+                                                     "rehearsal, on nodes that allow rehearsals")
+            index_bytes = record.read(layout.INDEX)
+            index = codec.index_from_json(codec.load_json(index_bytes, layout.INDEX))
         n = len(self.port.roster)
         request = DecryptionRequest(ceremony, h_e, hashlib.sha256(index_bytes).digest(), tally, tuple(challenged),
                                     compensated, self.port.me.sequence,
                                     float(timeout or self.port.config.decryption_timeout_seconds),
-                                    secrets.token_hex(8))
+                                    secrets.token_hex(8), rehearsal)
         data = request.canonical_bytes()
         parse_request(data, n)           # the checks a peer will make
         session = request.session
@@ -212,6 +239,16 @@ class Decryptions(Service):
         self.port.send(REQUEST_TYPE, {"request": data})
         self._begin(session, request, self.port.me.name, str(root))
         return session.hex()
+
+    def _custody_gate(self, ceremony: bytes, rehearsal: bool) -> None:
+        """Refuse up front what this node's own policy would refuse: a ceremony whose custody is not certified
+        (naming who is missing), or a rehearsal this node takes no part in."""
+        refusal = custody_refusal(self.port.db, self.port.db.ceremony(ceremony), rehearsal,
+                                  self.port.config.allow_rehearsal)
+        if refusal is not None:
+            hint = (f"; set [decryption] allow_rehearsal = true in {self.port.config.path} to rehearse" if rehearsal
+                    else "; to rehearse without it, add --rehearsal (on nodes that allow rehearsals)")
+            raise InputError(refusal + hint)
 
     def _ceremony_for(self, h_e: bytes) -> bytes:
         for c in self.port.db.ceremonies("complete"):
@@ -343,6 +380,10 @@ class Decryptions(Service):
         ceremony = self.port.db.ceremony(run.request.ceremony)
         if ceremony is None or ceremony["status"] != "complete":
             raise PolicyRefusal("this guardian has no completed key ceremony with the session the request names")
+        refusal = await trio.to_thread.run_sync(custody_refusal, self.port.db, ceremony, run.request.rehearsal,
+                                                self.port.config.allow_rehearsal)
+        if refusal is not None:          # before this node uses its key: custody certified, or a rehearsal it allows
+            raise PolicyRefusal(refusal)
         export = Path(ceremony["outcome"].get("export", ""))
         own = await trio.to_thread.run_sync(_election_of, export)
         steps = await self._verify(copy)
@@ -379,11 +420,13 @@ class Decryptions(Service):
 
     async def _run(self, run: Session) -> None:
         status = self._status_row(run.session)
+        self._note(run, {"stage": status})
         try:
             if status == "fetching":
                 await self._fetch(run)
                 run.timings["fetched"] = self.port.now() - run.started
                 self.port.db.set_decryption_status(run.session, "checking")
+                self._note(run, {"stage": "checking"})
             run.checked = await self._check(run)
         except PolicyRefusal as e:
             self._refuse(run, str(e))
@@ -396,6 +439,7 @@ class Decryptions(Service):
     def _refuse(self, run: Session, reason: str) -> None:
         log.warning("decryption %s refused: %s", run.session.hex()[:16], reason)
         self.port.db.set_decryption_status(run.session, "refused", {"reason": reason[:500]})
+        self._note(run, {"stage": "refused", "reason": reason[:500]})
         self.port.send("decrypt-refuse", {"reason": reason[:500]}, session=run.session)
 
     def _fail(self, run: Session, reason: str) -> None:
@@ -404,6 +448,7 @@ class Decryptions(Service):
         if status is None or DECRYPTION.terminal(status):
             return        # an error after the session ended (e.g. while sending its refusal) changes nothing
         self.port.db.set_decryption_status(run.session, "failed", {"reason": reason[:500]})
+        self._note(run, {"stage": "failed", "reason": reason[:500]})
 
     def _status_row(self, session: bytes) -> str | None:
         row = self.port.db.decryption(session)
@@ -434,8 +479,9 @@ class Decryptions(Service):
             batch, run.pending = run.pending, []
             now = self.port.now()
             wake = run.wake
-            links = self.port.links()
+            links = self._links()
             sends, faults = await trio.to_thread.run_sync(self._advance, run, batch, now, links)
+            self._note_round(run, links)
             for name, reason in faults:
                 self.port.db.refuse(name, "bad decryption message", reason)
                 log.warning("decryption message from %s refused: %s", name, reason)
@@ -466,14 +512,32 @@ class Decryptions(Service):
             except MalformedMessage as e:
                 faults.append((entry.name, str(e)))
         sends = run.guardian.act(now, links)
-        run.snapshot = Snapshot(t.view(), t.current.number if t.current else 0, dict(t.refused), dict(t.excluded))
+        r = t.current
+        run.snapshot = Snapshot(t.view(), r.number if r else 0, dict(t.refused), dict(t.excluded),
+                                r.present if r else ())
         return sends, faults
 
     def links_changed(self) -> None:
         """A link came up or went down: the coordinator may now wait for fewer (or more) guardians."""
+        self._links()
         for run in self.sessions.values():
             if run.transcript is not None:
                 run.poke()
+
+    def _links(self) -> dict[int, LinkView]:
+        """The port's links, each dropped one with the time this node saw it go down (the waiting rule counts
+        a link that dropped moments ago as still there)."""
+        now, links = self.port.now(), dict(self.port.links())
+        for i, link in links.items():
+            if link.connected:
+                self._up.add(i)
+                self._dropped.pop(i, None)
+            elif i in self._up:
+                self._up.discard(i)
+                self._dropped[i] = now
+            if not link.connected and i in self._dropped:
+                links[i] = replace(link, dropped=self._dropped[i])
+        return links
 
     def _commit(self, run: Session, sends: list[Send]) -> None:
         envelopes = self.port.commit_and_send(run.session, sends, self.box.seal(run.guardian.state))
@@ -504,10 +568,13 @@ class Decryptions(Service):
 
     async def _finish(self, run: Session) -> None:
         outcome = await trio.to_thread.run_sync(self._write_results, run)
+        run.timings["first_round"] = run.transcript.rounds[0].started - run.started
         run.timings["complete"] = self.port.now() - run.started
         run.timings["last_round"] = self.port.now() - run.transcript.result.started
         outcome["seconds"] = {k: round(v, 3) for k, v in run.timings.items()}
         self.port.db.set_decryption_status(run.session, "complete", outcome)
+        self._note(run, {"stage": "complete", "rounds": outcome["rounds"], "present": outcome["present"],
+                         "missing": outcome["missing"], "form": outcome["form"]})
         log.info("decryption %s complete: present %s, missing %s", run.session.hex()[:16], outcome["present"],
                  outcome["missing"])
 
@@ -564,11 +631,14 @@ class Decryptions(Service):
 
     # --- status ----------------------------------------------------------------------------------------
 
-    def status(self) -> list[dict]:
+    def status(self, session: str | None = None) -> list[dict]:
+        """Every session, or only the one named (by its full hash), then with its progress events."""
         now = self.port.now()
         names = self._names()
         out = []
         for d in self.port.db.decryptions():
+            if session is not None and d["session"].hex() != session:
+                continue
             entry = {"session": d["session"].hex(), "status": d["status"], "requester": d["requester"],
                      "outcome": d["outcome"]}
             try:
@@ -580,20 +650,24 @@ class Decryptions(Service):
             run = self.sessions.get(d["session"])
             if run is not None:
                 entry["seconds"] = round(now - run.started, 1)
+                if session is not None:
+                    entry["events"] = list(run.events)
                 snap = run.snapshot
                 if snap is not None and d["status"] == "ready":
-                    entry.update(self._round_status(snap, run.transcript.policy, now, names))
+                    entry.update(self._round_status(snap, run.transcript.policy, now, names, self._links()))
             out.append(entry)
         return out
 
-
-    def _round_status(self, snap: Snapshot, policy, now: float, names: dict[int, str]) -> dict:
+    def _round_status(self, snap: Snapshot, policy, now: float, names: dict[int, str],
+                      links: Mapping[int, LinkView]) -> dict:
         view = snap.view
-        stalled = decide(now, self.port.links(), view, policy).stalled
+        stalled = decide(now, links, view, policy).stalled
         available = view.available
         absent = [i for i in range(1, view.n + 1)
                   if i not in available and i not in view.refused and i not in view.excluded]
         missing = absent if stalled is None else sorted(stalled)
+        linked = linked_guardians(now, links, policy)
+        waiting, since = awaited(now, links, view, policy)
         r = view.current
         return {"available": [names[i] for i in available if stalled is None or i not in stalled],
                 "absent": [names[i] for i in missing],
@@ -603,7 +677,48 @@ class Decryptions(Service):
                 "step": r.step if r else "gathering",
                 "waiting_for": [names[i] for i in (sorted(r.waiting_for) if r else absent)],
                 "stalled": stalled is not None,
-                "quorum": view.k}
+                "quorum": view.k,
+                "ready": [names[i] for i in available],
+                "linked": [names[i] for i in sorted(linked)],
+                "unlinked": [names[i] for i in absent if i not in linked],
+                "present": [names[i] for i in snap.present],
+                # since when each awaited guardian is awaited, in seconds; the coordinator goes on without
+                # them (if k are left) once the wait is one step timeout long
+                "awaited": {names[i]: round(now - since, 1) for i in waiting},
+                "gives_up_in": round(max(0.0, since + policy.step_timeout - now), 1) if waiting else None,
+                "step_timeout": policy.step_timeout,
+                # linked guardians whose link is down, counted for `relink_seconds` after the drop: seconds since
+                "dropped": {names[i]: round(now - links[i].dropped, 1) for i in sorted(linked)
+                            if not links[i].connected and links[i].dropped is not None},
+                "relink_seconds": policy.relink}
+
+    # --- progress -------------------------------------------------------------------------------------
+
+    def _note(self, run: Session, event: dict, key: tuple | None = None, now: float | None = None) -> None:
+        """Add a progress event, unless `key` says nothing changed since the last one."""
+        key = key if key is not None else (event["stage"],)
+        if key == run.last_key:
+            return
+        run.last_key = key
+        run.noted += 1
+        at = self.port.now() if now is None else now
+        run.events.append({"n": run.noted, "seconds": round(at - run.started, 1), **event})
+        del run.events[:-MAX_EVENTS]
+
+    def _note_round(self, run: Session, links: Mapping[int, LinkView]) -> None:
+        now, snap = self.port.now(), run.snapshot
+        if snap is None or snap.view.current is not None and snap.view.current.step == "complete":
+            return          # the stage "complete" follows
+        if snap.view.current is None and self.port.me.sequence not in snap.view.ready:
+            return          # this node's own ready is on its way through the transcript
+        state = self._round_status(snap, run.transcript.policy, now, self._names(), links)
+        event = {"stage": "ready", **{k: state[k] for k in (
+            "round", "step", "ready", "linked", "unlinked", "present", "awaited", "gives_up_in", "stalled",
+            "absent", "quorum", "step_timeout", "dropped", "relink_seconds")},
+            "excluded": sorted(state["excluded"]), "refused": sorted(state["refused"])}
+        key = ("ready", state["round"], state["step"], tuple(state["ready"]), tuple(state["linked"]),
+               tuple(state["awaited"]), state["stalled"], tuple(event["excluded"]), tuple(event["refused"]))
+        self._note(run, event, key, now)
 
 
 def _election_of(export: Path) -> tuple[bytes, tuple[int, int]]:

@@ -9,6 +9,11 @@ Message numbers: peers remember every (sender, sequence number) they have seen, 
 signed twice with different content is equivocation. The restored node has no outbox, so it
 numbers its messages from a floor above anything the old node can have used (microseconds
 since 1970 at the time of the restore).
+
+Custody: the restored database holds no custody steps, not even this guardian's own (a peer never sends
+a node its own messages again). The node's custody sync brings them back when its links come up: each
+peer hands over the signed steps and certificate signatures it keeps (node/services/custody.py), and
+once they are all in, the node writes the certificate beside its export again.
 """
 
 from __future__ import annotations
@@ -24,7 +29,8 @@ import nacl.signing
 
 from node.config import check_address, default_advertise, load_node_config, load_roster, parse_listen
 from node.custody.backup_file import BackupMeta
-from node.services.custody import CustodyError, check_state_restores, parse_payload
+from node.custody.certificate import CustodyError
+from node.services.custody import check_state_restores, parse_payload
 from node.crypto.errors import InputError
 from node.identity import Identity
 from node.protocol.election_config import parse_election_config

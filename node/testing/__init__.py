@@ -6,4 +6,5 @@
   adversary       misbehaving guardians, as the services' guardian factories
   adversary_node  the misbehaving guardian's node process: python -m node.testing.adversary_node
   network         an in-memory network of the protocol machines, on a fake clock
+  certified       a ceremony export as a node writes it, custody certified, without running nodes
 """

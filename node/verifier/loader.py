@@ -9,8 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from node.crypto.errors import GuardianError
 from node.crypto.params import STANDARD
 from node.record import codec, layout
+from node.record.custody_gate import custody_warnings
 from node.record.election import ElectionFiles
 
 
@@ -29,6 +31,16 @@ class Loaded(ElectionFiles):
         """Why files of `folder` could not be read, in the order of their paths."""
         return [err for rel, err in sorted(self.errors.items()) if rel.startswith(folder + "/")]
 
+    def holds_decryptions(self) -> bool:
+        """Whether the record holds a decryption (the tally's or a challenged ballot's, as a file or in the index)."""
+        if self.record.exists(layout.DECRYPTED_TALLY) or self.record.list_dir(layout.CHALLENGED):
+            return True
+        try:
+            index = self.record.read_index()
+        except GuardianError:
+            return False           # the record index step says why
+        return any(rel == layout.DECRYPTED_TALLY or rel.startswith(layout.CHALLENGED + "/") for rel in index)
+
     def cast(self) -> list[codec.BallotRecord]:
         return [rec for _, (_, rec) in sorted(self.ballots.items()) if rec.state == codec.CAST]
 
@@ -39,6 +51,8 @@ def load(root: Path) -> Loaded:
     data.read_election()
     if data.manifest is not None:     # a manifest another tool wrote: what deviates from 2.1 is named, not failed
         data.warnings += [f"{layout.MANIFEST}: {d}" for d in data.manifest.deviations]
+    # Custody is outside spec section 6: a rehearsal, or a certificate that does not hold, is said, not failed.
+    data.warnings += custody_warnings(data.record)
     data.ballots = _by_ballot(data, layout.BALLOTS, lambda o, rel: codec.ballot_from_json(group, o, rel))
     if data.record.exists(layout.DEVICES):
         data.devices = data.read(layout.DEVICES, codec.devices_from_json)

@@ -1,22 +1,22 @@
 """Helpers for the decryption tests across guardian nodes (test_decryption_nodes.py).
 
-One cluster of real `guardian run` processes, its key ceremony, and a record prepared once from the
-ceremony's export (encrypt, submit, tally) that every test copies before it decrypts it. Waits poll the
-control sockets against deadlines.
+One cluster of real `guardian run` processes, its key ceremony with every guardian's key custody done
+(so the certificate lets the election proceed), and a record prepared once from the ceremony's export
+(`guardian record init`, encrypt, submit, tally) that every test copies before it decrypts it; or, for a
+test about rehearsals, a record prepared as one. Waits poll the control sockets against deadlines.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
 import trio
 
 from node.testing import processes
-from node.testing.processes import NodeProc, eventually, guardian
+from node.testing.processes import PASS_ENV, NodeProc, eventually, guardian
 from test_ceremony_nodes import accept, ask, completes, propose, write_election
 from test_record_flow import VALID, plaintext_line
 
@@ -26,38 +26,70 @@ DECRYPT_WAIT = 150        # deadline for one decryption session to end on a busy
 # --- the cluster -----------------------------------------------------------------------------------
 
 
-def set_decryption(node: NodeProc, timeout_seconds: float = 10.0, verify_workers: int = 1) -> None:
+def set_decryption(node: NodeProc, timeout_seconds: float = 10.0, verify_workers: int = 1,
+                   allow_rehearsal: bool = False) -> None:
     """Edit the [decryption] section `guardian init` wrote into node.toml."""
     assert re.search(r"(?m)^\[decryption\]$", node.config.read_text()), "node.toml has no [decryption] section"
-    node.set_config(timeout_seconds=float(timeout_seconds), verify_workers=int(verify_workers))
+    node.set_config(timeout_seconds=float(timeout_seconds), verify_workers=int(verify_workers),
+                    allow_rehearsal="true" if allow_rehearsal else "false")
 
 
-def ceremony_export(nodes: list[NodeProc], quorum: int = 3) -> Path:
-    """Run a key ceremony on every node (from g1); the path of g1's export."""
+def ceremony_export(nodes: list[NodeProc], quorum: int = 3, custody: bool = True) -> Path:
+    """Run a key ceremony on every node (from g1), then (with `custody`) every guardian's key custody steps
+    until the certificate is signed by all; the path of g1's export."""
     async def go():
         session = await propose(nodes[0], write_election(nodes[0].dir.parent, quorum))
         await accept(nodes, session)
         await completes(nodes, session)
+        if custody:
+            await custody_steps(nodes, session)
         entry = next(e for e in await ask(nodes[0], "ceremony-status") if e["session"] == session)
         return Path(entry["outcome"]["export"])
     return trio.run(go)
 
 
-def prepare_record(base: Path, export: Path, ballots=VALID) -> Path:
-    """The ceremony's export as a record, with the ballots encrypted, submitted (the ones whose id ends in
-    "challenged" challenged, the others cast) and tallied: ready to decrypt. Never decrypted itself."""
-    rec = base / "record-template"
-    shutil.copytree(export, rec)
-    (base / "plain.jsonl").write_text("\n".join(plaintext_line(i, p) for i, p in ballots) + "\n")
-    r = guardian("encrypt", "--election", rec, "--ballots", base / "plain.jsonl", "--device", "booth-1",
-                 "--out", base / "encrypted", timeout=300)
+async def custody_steps(nodes: list[NodeProc], session: str) -> None:
+    """Each guardian exports its key backup, confirms two copies and verifies one (together); then wait for
+    the certificate on every node."""
+    async def one(node: NodeProc) -> None:
+        backup = node.dir.parent / f"{node.name}-{session[:8]}.backup"
+        for args in (("export", "--out", backup, "--passphrase-env", PASS_ENV), ("confirm", "--copies", 2),
+                     ("verify", backup, "--passphrase-env", PASS_ENV)):
+            r = await processes.cli("backup", *args, "--ceremony", session, "--config", node.config, timeout=120)
+            assert r.returncode == 0, (node.name, args[0], r.stderr)
+    async with trio.open_nursery() as nursery:
+        for node in nodes:
+            nursery.start_soon(one, node)
+
+    async def certified():
+        for node in nodes:
+            e = next(e for e in await ask(node, "ceremony-status") if e["session"] == session)
+            assert e.get("certificate") is True, (node.name, e.get("custody"))
+    await eventually(certified, 60, "the certificate signed by every guardian")
+
+
+def prepare_record(base: Path, export: Path, ballots=VALID, rehearsal: bool = False,
+                   name: str = "record-template") -> Path:
+    """The ceremony's export as a record (`guardian record init` from g1's data directory), with the ballots
+    encrypted, submitted (the ones whose id ends in "challenged" challenged, the others cast) and tallied: ready
+    to decrypt. Never decrypted itself. With `rehearsal`, every command runs with --rehearsal (the export need
+    carry no certificate)."""
+    rec = base / name
+    flag = ("--rehearsal",) if rehearsal else ()
+    r = guardian("record", "init", "--ceremony", export.name, "--out", rec, "--config",
+                 export.parent.parent / "node.toml", *flag)
     assert r.returncode == 0, r.stderr
-    cast = [base / "encrypted" / f"{i}.json" for i, _ in ballots if not i.endswith("challenged")]
-    challenged = [base / "encrypted" / f"{i}.json" for i, _ in ballots if i.endswith("challenged")]
+    plain, encrypted = base / f"{name}-plain.jsonl", base / f"{name}-encrypted"
+    plain.write_text("\n".join(plaintext_line(i, p) for i, p in ballots) + "\n")
+    r = guardian("encrypt", "--election", rec, "--ballots", plain, "--device", "booth-1", "--out", encrypted, *flag,
+                 timeout=300)
+    assert r.returncode == 0, r.stderr
+    cast = [encrypted / f"{i}.json" for i, _ in ballots if not i.endswith("challenged")]
+    challenged = [encrypted / f"{i}.json" for i, _ in ballots if i.endswith("challenged")]
     r = guardian("ballots", "submit", "--record", rec, "--cast", *cast, *(["--challenge", *challenged]
-                                                                          if challenged else []), timeout=300)
+                                                                          if challenged else []), *flag, timeout=300)
     assert r.returncode == 0, r.stderr
-    r = guardian("tally", "--record", rec, timeout=300)
+    r = guardian("tally", "--record", rec, *flag, timeout=300)
     assert r.returncode == 0, r.stderr
     return rec
 

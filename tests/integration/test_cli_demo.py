@@ -103,3 +103,7 @@ def test_demo_on_real_nodes_tells_the_story_and_verifies(tmp_path):
         assert line in out, (line, out)
     assert (tmp_path / "run" / "demo" / "record" / "decrypted_tally.json").is_file()
     assert (tmp_path / "run" / "demo" / "g1" / "node.log").is_file()
+    # custody done, the record started from the ceremony's certificate (`guardian record init`): no rehearsal
+    assert "the certificate is signed by all" in out and "(guardian record init, encrypt, ballots submit)" in out
+    record = tmp_path / "run" / "demo" / "record"
+    assert (record / "certificate.json").is_file() and not (record / "rehearsal.json").exists()

@@ -428,3 +428,20 @@ def test_init_prints_the_real_paths_of_the_next_steps(tmp_path):
 def test_version():
     r = ok("--version")
     assert r.stdout == f"guardian-node {node.__version__}\n"
+
+
+def test_an_empty_ballots_file_and_an_empty_directory_are_refused(record, tmp_path):
+    _, rec, _ = record
+    (tmp_path / "empty.jsonl").write_text("\n\n")
+    r = guardian("encrypt", "--election", rec, "--ballots", tmp_path / "empty.jsonl", "--device", "booth",
+                 "--out", tmp_path / "enc")
+    assert r.returncode == 1
+    assert one_line(r) == (f"guardian encrypt: error: {tmp_path / 'empty.jsonl'}: no ballots in it "
+                           f"(one JSON object per line, as in configs/ballots.jsonl)")
+    assert not (tmp_path / "enc").exists() or not any((tmp_path / "enc").iterdir())
+    (tmp_path / "none").mkdir()
+    copy = tmp_path / "copy"
+    shutil.copytree(rec, copy)
+    r = guardian("ballots", "submit", "--record", copy, "--cast", tmp_path / "none")
+    assert r.returncode == 1
+    assert one_line(r) == f"guardian ballots: error: {tmp_path / 'none'}: no ballot files (*.json) in this directory"

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import signal
 import tempfile
 from collections import Counter
 from pathlib import Path
@@ -218,6 +219,8 @@ async def test_two_guardians_killed_in_round_one_the_other_three_finish(five, re
     session = await request(g1, record, timeout=STEP_TIMEOUT)
 
     seen = await in_round_one(g1, session, ("shares", "commitments"))
+    for node in (g4, g5):          # both at once: one must not answer a step while the other is being killed
+        node.signal(signal.SIGKILL)
     sigkill(g4)
     sigkill(g5)
     print("killed g4 and g5 at", {k: seen.get(k) for k in ("round", "step", "waiting_for")})

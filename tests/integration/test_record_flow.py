@@ -111,7 +111,8 @@ def test_record_layout(flow):
     files = set(layout.Record(rec).files())
     expected = {"election_parameters.json", "election_manifest.json", "hashes.json", "hashes_ext.json",
                 "joint_election_public_key.json", "key_ceremony.json", "devices.json", "ballot_box.jsonl",
-                "encrypted_tally.json", "decrypted_tally.json", "challenged/v-challenged.json"}
+                "encrypted_tally.json", "decrypted_tally.json", "challenged/v-challenged.json",
+                "rehearsal.json"}      # an in-process election: no key custody, a rehearsal from the start
     expected |= {f"guardians/guardian_{i}.public_key.json" for i in range(1, 6)}
     expected |= {f"ballots/{i}.json" for i, _ in VALID}
     assert files == expected
@@ -160,6 +161,10 @@ def test_verify_json_has_every_step_in_order(flow):
     *_, runs = flow
     report = json.loads(runs["verify_json"].stdout)
     assert report["ok"] is True
+    (warning,) = report["warnings"]          # the record of an in-process election says it is a rehearsal
+    assert warning.startswith("rehearsal: custody was not certified: guardian election create-local at "), warning
+    for command in ("encrypt", "ballots submit", "tally"):          # each command on it added itself
+        assert f"guardian {command} at " in warning, warning
     assert [s["step"] for s in report["steps"]] == [name for _, name in STEPS]
     results = {s["step"]: s for s in report["steps"]}
     assert results["contest data"]["result"] == "n/a" and results["contest data"]["items"] == 0
