@@ -502,6 +502,9 @@ def _print_outcome(status: str, outcome: dict, names: dict[int, str]) -> None:
     if status == "invalid":
         print(f"  invalid here: {outcome.get('reason') or 'no reason given'}")
         return
+    if status == "finished-elsewhere":
+        print(f"  {outcome.get('why') or 'finished without this node'}")
+        return
     for key, value in outcome.items():
         print(f"  {key}: {value}")
 

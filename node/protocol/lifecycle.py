@@ -50,6 +50,7 @@ class CeremonyStatus(StrEnum):
     COMPLETE = "complete"
     ABORTED = "aborted"
     SUPERSEDED = "superseded"
+    FINISHED_ELSEWHERE = "finished-elsewhere"
 
 
 C = CeremonyStatus
@@ -57,6 +58,8 @@ CEREMONY: Lifecycle[CeremonyStatus] = Lifecycle("ceremony", {
     C.PROPOSED: frozenset({
         C.RUNNING,          # every guardian of the roster accepted it
         C.REJECTED,         # a guardian rejected it while it was open for votes
+        C.FINISHED_ELSEWHERE,   # every other guardian reports it finished: a node restored from a backup
+                                # holds only the replayed proposal of a ceremony it never took part in
     }),
     C.RUNNING: frozenset({
         C.COMPLETE,         # the transcript reached its outcome: joint keys and every guardian's result
@@ -69,6 +72,7 @@ CEREMONY: Lifecycle[CeremonyStatus] = Lifecycle("ceremony", {
     C.REJECTED: frozenset(),
     C.ABORTED: frozenset(),
     C.SUPERSEDED: frozenset(),
+    C.FINISHED_ELSEWHERE: frozenset(),
 }, initial=frozenset({
     C.PROPOSED,             # this node proposed it, or a peer's proposal passed this node's checks
     C.INVALID,              # a peer's proposal failed them: kept, with the reason

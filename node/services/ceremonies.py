@@ -211,8 +211,8 @@ class Ceremonies(Service):
         if record is None or record["status"] != "proposed" or session in self.running:
             return
         said = ", ".join(f"{name} {status}" for name, status in sorted(reports.items()))
-        self.port.db.set_ceremony_status(session, "rejected", {
-            "by": self.port.me.name, "finished_elsewhere": reports,
+        self.port.db.set_ceremony_status(session, "finished-elsewhere", {
+            "finished_elsewhere": reports,
             "why": f"finished without this node (every other guardian reports it: {said}); this node holds no "
                    f"keys of it and takes no part"})
         log.info("ceremony %s finished without this node (%s): not open for a vote", session.hex()[:16], said)

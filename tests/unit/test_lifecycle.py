@@ -15,8 +15,8 @@ from node.protocol.lifecycle import (
 
 C, D = CeremonyStatus, DecryptionStatus
 LEGAL = {
-    CEREMONY: {(C.PROPOSED, C.RUNNING), (C.PROPOSED, C.REJECTED), (C.RUNNING, C.COMPLETE),
-               (C.RUNNING, C.ABORTED), (C.COMPLETE, C.SUPERSEDED)},
+    CEREMONY: {(C.PROPOSED, C.RUNNING), (C.PROPOSED, C.REJECTED), (C.PROPOSED, C.FINISHED_ELSEWHERE),
+               (C.RUNNING, C.COMPLETE), (C.RUNNING, C.ABORTED), (C.COMPLETE, C.SUPERSEDED)},
     DECRYPTION: {(D.FETCHING, D.CHECKING), (D.CHECKING, D.READY), (D.READY, D.COMPLETE),
                  *((old, new) for old in (D.FETCHING, D.CHECKING, D.READY) for new in (D.REFUSED, D.FAILED))},
 }
@@ -47,13 +47,13 @@ def test_every_other_pair_raises_naming_both_states(lifecycle):
 
 def test_the_stored_values_are_todays():
     assert {s.value for s in C} == {"proposed", "invalid", "rejected", "running", "complete", "aborted",
-                                    "superseded"}
+                                    "superseded", "finished-elsewhere"}
     assert {s.value for s in D} == {"fetching", "checking", "ready", "complete", "refused", "failed", "invalid"}
     assert set(CEREMONY.transitions) == set(C) and set(DECRYPTION.transitions) == set(D)
 
 
 @pytest.mark.parametrize("lifecycle, terminal", [
-    (CEREMONY, {C.INVALID, C.REJECTED, C.ABORTED, C.SUPERSEDED}),
+    (CEREMONY, {C.INVALID, C.REJECTED, C.ABORTED, C.SUPERSEDED, C.FINISHED_ELSEWHERE}),
     (DECRYPTION, {D.COMPLETE, D.REFUSED, D.FAILED, D.INVALID}),
 ], ids=["ceremony", "decryption"])
 def test_terminal_states_have_no_exits(lifecycle, terminal):
