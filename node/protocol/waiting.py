@@ -137,10 +137,14 @@ def decide(now: float, links: Mapping[int, LinkView], s: SessionView, policy: Wa
         stalled = _stalled(now, s, set(), frozenset(), None, policy)
     else:
         given_up, stall_at = r.step_started + policy.step_timeout, r.step_started + policy.stall_delay
-        points = [given_up, stall_at]
-        remaining = tuple(i for i in available if i not in r.waiting_for)
+        linked, link_points = _linked(now, links, policy)
+        points = [given_up, stall_at] + link_points
+        # A guardian that answered this step but has lost its link since cannot answer the next round
+        # either: it is left out, and named missing, with the late ones (it says ready again when back).
+        gone = frozenset(i for i in available if i not in linked)
+        remaining = tuple(i for i in available if i not in r.waiting_for and i not in gone)
         if can_open and now >= given_up and len(remaining) >= s.k:
-            present, missing = remaining, tuple(sorted(r.waiting_for))
+            present, missing = remaining, tuple(sorted(r.waiting_for | gone))
         stalled = _stalled(now, s, set(), r.waiting_for, stall_at, policy)
     return Decision(present, missing, stalled, min((p for p in points if p > now), default=None))
 

@@ -183,6 +183,18 @@ def test_a_late_step_is_given_up_on_after_the_timeout():
     assert d.wake == 5.0 + 2 * T
 
 
+def test_a_guardian_that_answered_but_lost_its_link_is_left_out_of_the_next_round():
+    # g4 is late with its commitments; g5 sent them but its link went down at 6 s (killed): after the
+    # timeout the next round is the three that can still answer, and both are named missing.
+    s = view(ready=range(1, 6), current=RoundView("commitments", 5.0, frozenset({4})))
+    links = linked(1, 2, 3, 4, dropped={5: 6.0})
+    d = decide(5.0 + T, links, s, POLICY)
+    assert d.present == (1, 2, 3) and d.missing == (4, 5), d
+    # still linked (or dropped less than a heartbeat ago): it stays in
+    assert decide(5.0 + T, all_linked(N), s, POLICY).present == (1, 2, 3, 5)
+    assert decide(5.0 + T, linked(1, 2, 3, 4, dropped={5: 5.0 + T - 1}), s, POLICY).present == (1, 2, 3, 5)
+
+
 def test_a_late_step_without_k_left_stalls_after_two_timeouts():
     clock = Clock(0.0)
     s = view(ready=range(1, 6), current=RoundView("responses", 0.0, frozenset({3, 4, 5})))
