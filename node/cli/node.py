@@ -258,14 +258,19 @@ def _repeat(args: argparse.Namespace, show: Callable[[], None]) -> int:
 
 
 def node_status(args: argparse.Namespace) -> int:
-    return _repeat(args, lambda: _show_status(args))
+    return _repeat(args, lambda: _show(args, "status", _show_status))
 
 
-def _show_status(args: argparse.Namespace) -> None:
-    status = _control(args, {"cmd": "status"})
+def _show(args: argparse.Namespace, command: str, as_text) -> None:
+    """One frame of a status command: the node's answer as JSON, or as text for a person."""
+    result = _control(args, {"cmd": command})
     if args.json:
-        print(json.dumps(status, indent=2))
-        return
+        print(json.dumps(result, indent=2))
+    else:
+        as_text(args, result)
+
+
+def _show_status(args: argparse.Namespace, status: dict) -> None:
     print(f"node {status['name']}, guardian {status['sequence']} of {status['guardians']}, "
           f"fingerprint {status['fingerprint']}")
     print(f"listening on {status['listen']}; up {_duration(status['uptime_seconds'])}; "
@@ -417,14 +422,10 @@ def ceremony_reject(args: argparse.Namespace) -> int:
 
 
 def ceremony_status(args: argparse.Namespace) -> int:
-    return _repeat(args, lambda: _show_ceremonies(args))
+    return _repeat(args, lambda: _show(args, "ceremony-status", _show_ceremonies))
 
 
-def _show_ceremonies(args: argparse.Namespace) -> None:
-    result = _control(args, {"cmd": "ceremony-status"})
-    if args.json:
-        print(json.dumps(result, indent=2))
-        return
+def _show_ceremonies(args: argparse.Namespace, result: list) -> None:
     if not result:
         print("no ceremonies: propose one with `guardian ceremony propose --election FILE`")
     names = _roster_names(args)

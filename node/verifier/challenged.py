@@ -13,7 +13,7 @@ from node.crypto.manifest import Manifest
 from node.crypto.params import STANDARD
 from node.record import codec, layout
 from node.verifier.decryptions import Decryption, check_decryptions, quorum_failures
-from node.verifier.registry import Accumulator, Run, every_key_verified, not_decrypted_yet, step
+from node.verifier.registry import Accumulator, Run, every_key_verified, step
 
 
 def _challenged(run: Run) -> list[tuple[str, codec.BallotRecord, codec.ChallengedRecord | None]]:
@@ -63,11 +63,9 @@ def _contents_failures(manifest: Manifest, ballot, opened: codec.ChallengedRecor
 
 
 @step("13", "challenged ballot decryption", needs=every_key_verified,
-      unmet="cannot check decryptions without every guardian's verified key (steps 1-3)")
+      unmet="cannot check decryptions without every guardian's verified key (steps 1-3)", of_decryptions=True)
 def challenged_ballot_decryption(run: Run, acc: Accumulator) -> None:
     """The joint proofs of the ballot nonces (batched), and the nonces reproduce the ballots' encryptions."""
-    if not_decrypted_yet(run, acc):
-        return
     data, el = run.data, run.election
     ctx = el.context
     for err in data.errors_in(layout.CHALLENGED):
@@ -127,11 +125,9 @@ def challenged_ballot_decryption(run: Run, acc: Accumulator) -> None:
 
 
 @step("14", "challenged ballot contents", needs=every_key_verified,
-      unmet="cannot check challenged ballots without the election (steps 1-4)")
+      unmet="cannot check challenged ballots without the election (steps 1-4)", of_decryptions=True)
 def challenged_ballot_contents(run: Run, acc: Accumulator) -> None:
     """The decrypted contests and options are the ballot style's, with selections within their limits."""
-    if not_decrypted_yet(run, acc):
-        return
     for bid, rec, opened in _challenged(run):
         acc.items += 1
         if opened is None:

@@ -127,14 +127,6 @@ def every_key_verified(el: Election) -> bool:
 NOT_DECRYPTED_YET = "the record holds no decryptions yet"
 
 
-def not_decrypted_yet(run: Run, acc: Accumulator) -> bool:
-    """True, with the step marked n/a, when the record holds no decryption yet."""
-    if run.data.holds_decryptions():
-        return False
-    acc.not_applicable, acc.note = True, NOT_DECRYPTED_YET
-    return True
-
-
 @dataclass(frozen=True)
 class Step:
     number: str                 # "" for a check that spec section 6 does not number
@@ -142,6 +134,7 @@ class Step:
     check: Callable[[Run, Accumulator], None]
     needs: Callable[[Election], bool] | None = None
     unmet: str = ""
+    of_decryptions: bool = False    # n/a on a record that holds no decryption yet
 
     def run(self, run: Run) -> StepResult:
         acc = Accumulator(self.name)
@@ -149,6 +142,8 @@ class Step:
         try:
             if self.needs is not None and not self.needs(run.election):
                 acc.fail(self.unmet)
+            elif self.of_decryptions and not run.data.holds_decryptions():
+                acc.not_applicable, acc.note = True, NOT_DECRYPTED_YET
             else:
                 self.check(run, acc)
         except Exception as e:      # report, and let the other steps run
@@ -162,7 +157,8 @@ _REGISTERED: list[Step] = []
 STEP_NUMBER: dict[str, str] = {}
 
 
-def step(number: str, name: str, needs: Callable[[Election], bool] | None = None, unmet: str = ""):
+def step(number: str, name: str, needs: Callable[[Election], bool] | None = None, unmet: str = "",
+         of_decryptions: bool = False):
     """Register the decorated function as verification step `number` `name`; the function is returned as is."""
     if needs is not None and not unmet:
         raise ValueError(f"step {name!r}: say why it cannot run without what it needs")
@@ -170,7 +166,7 @@ def step(number: str, name: str, needs: Callable[[Election], bool] | None = None
     def register(check: Callable[[Run, Accumulator], None]) -> Callable[[Run, Accumulator], None]:
         if name in STEP_NUMBER:
             raise ValueError(f"step {name!r} is declared twice")
-        _REGISTERED.append(Step(number, name, check, needs, unmet))
+        _REGISTERED.append(Step(number, name, check, needs, unmet, of_decryptions))
         STEP_NUMBER[name] = number
         return check
 

@@ -10,7 +10,7 @@ from node.crypto.params import STANDARD
 from node.record import layout
 from node.verifier.decryptions import Decryption, check_decryptions, quorum_failures
 from node.verifier.registry import (
-    Accumulator, Run, every_key_verified, keys_known, not_decrypted_yet, parameters_known, step,
+    Accumulator, Run, every_key_verified, keys_known, parameters_known, step,
 )
 
 
@@ -45,11 +45,9 @@ def aggregation(run: Run, acc: Accumulator) -> None:
 
 
 @step("10", "tally decryption", needs=every_key_verified,
-      unmet="cannot check decryptions without every guardian's verified key (steps 1-3)")
+      unmet="cannot check decryptions without every guardian's verified key (steps 1-3)", of_decryptions=True)
 def tally_decryption(run: Run, acc: Accumulator) -> None:
     """Verification 10 for every option, with the guardians' shares (eqs 86, 93-95), batched."""
-    if not_decrypted_yet(run, acc):
-        return
     data, el = run.data, run.election
     ctx = el.context
     if data.encrypted_tally is None or data.decrypted_tally is None:
@@ -84,11 +82,9 @@ def tally_decryption(run: Run, acc: Accumulator) -> None:
 
 
 @step("11", "tally contents", needs=parameters_known,
-      unmet="cannot check the tally's contents without the manifest (step 1)")
+      unmet="cannot check the tally's contents without the manifest (step 1)", of_decryptions=True)
 def tally_contents(run: Run, acc: Accumulator) -> None:
     """The tally's contests and options are the manifest's, labels included."""
-    if not_decrypted_yet(run, acc):
-        return
     data = run.data
     if data.decrypted_tally is None:
         acc.fail(data.error(layout.DECRYPTED_TALLY))
