@@ -57,7 +57,7 @@ from node.crypto.group import check_elements
 from node.crypto.params import Group
 from node.crypto.hashing import elements
 from node.protocol.waiting import (
-    DEFAULT_HEARTBEAT_SECONDS, DEFAULT_REDIAL_MAX_SECONDS, STEPS, Decision, LinkView, RoundView, SessionView,
+    DEFAULT_HEARTBEAT_SECONDS, STEPS, Decision, LinkView, RoundView, SessionView,
     WaitingPolicy, all_linked, decide,
 )
 
@@ -274,11 +274,10 @@ class DecryptionTranscript:
     """The public state of one decryption session, identical on every honest node."""
 
     def __init__(self, request: DecryptionRequest, ctx: DecryptionContext, now: float, *,
-                 heartbeat_seconds: float = DEFAULT_HEARTBEAT_SECONDS,
-                 redial_max_seconds: float = DEFAULT_REDIAL_MAX_SECONDS) -> None:
+                 heartbeat_seconds: float = DEFAULT_HEARTBEAT_SECONDS) -> None:
         self.request, self.ctx = request, ctx
         self.started = now
-        self.policy = WaitingPolicy(request.timeout, heartbeat_seconds, redial_max_seconds)
+        self.policy = WaitingPolicy(request.timeout, heartbeat_seconds)
         self.ready: dict[int, int] = {}            # guardian -> the round count it was ready after
         self.refused: dict[int, str] = {}
         self.excluded: dict[int, str] = {}         # culprits: never in a round again

@@ -28,7 +28,6 @@ from typing import Mapping
 
 STEPS = ("shares", "commitments", "responses")
 DEFAULT_HEARTBEAT_SECONDS = 5.0       # the node's defaults ([network] in node.toml)
-DEFAULT_REDIAL_MAX_SECONDS = 30.0
 SILENT_HEARTBEATS = 3                 # a node drops a link after this many heartbeats of silence
 GATHER_CAP_TIMEOUTS = 10              # see WaitingPolicy.gather_cap
 
@@ -77,7 +76,6 @@ class SessionView:
 class WaitingPolicy:
     step_timeout: float
     heartbeat_seconds: float = DEFAULT_HEARTBEAT_SECONDS
-    redial_max_seconds: float = DEFAULT_REDIAL_MAX_SECONDS     # the node's setting; no wait depends on it
 
     @property
     def relink(self) -> float:

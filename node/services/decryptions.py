@@ -464,8 +464,7 @@ class Decryptions(Service):
         sealed = self.port.db.sealed_state(run.session)
         state = self.box.open(sealed) if sealed else None
         transcript = DecryptionTranscript(request, dctx, self.port.now(),
-                                          heartbeat_seconds=self.port.config.heartbeat_seconds,
-                                          redial_max_seconds=self.port.config.redial_max_seconds)
+                                          heartbeat_seconds=self.port.config.heartbeat_seconds)
         guardian = self._make_guardian(self.port, transcript, self.port.me.sequence, keys, state)
         for raw, own in self.port.db.session_log(run.session):
             envelope = decode_envelope(raw, 64 * 2**20)

@@ -50,7 +50,7 @@ def view(ready=(), refused=(), excluded=(), current=None, started=0.0, n=N, k=K,
 
 def test_the_derived_constants():
     assert POLICY.relink == 5                                    # one heartbeat, whatever the re-dial back-off
-    assert WaitingPolicy(4, heartbeat_seconds=1, redial_max_seconds=1).relink == 1
+    assert WaitingPolicy(4, heartbeat_seconds=1).relink == 1
     assert POLICY.gather_cap == 10 * T and POLICY.stall_delay == 2 * T
 
 
@@ -231,7 +231,7 @@ def situations(draw, integral: bool = False):
     k = draw(st.integers(1, n))
     guardians = st.sets(st.integers(1, n))
     timeout = draw(st.integers(1, 60).map(float) if integral else st.floats(1, 60))
-    policy = WaitingPolicy(timeout, draw(st.sampled_from([1.0, 5.0])), draw(st.sampled_from([1.0, 30.0])))
+    policy = WaitingPolicy(timeout, draw(st.sampled_from([1.0, 5.0])))
     started = draw(time)
     current = None
     if draw(st.booleans()):
