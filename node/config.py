@@ -72,6 +72,18 @@ verify_workers = 0
 # Whether this node takes part in a rehearsal decryption (`guardian decrypt --rehearsal`), one whose
 # ceremony has no certificate of every guardian's key custody. Never true for a real election.
 allow_rehearsal = false
+
+[page]
+# The guardian's own page: `guardian page` prints a one-time login link to it.
+enabled = true
+# Loopback only, unless cert and key (PEM) are set for HTTPS. Port 0: any free port.
+listen = "127.0.0.1:0"
+cert = ""
+key = ""
+
+[metrics]
+# Prometheus metrics at http://HOST:PORT/metrics for the operator; empty: off.
+listen = ""
 """
 
 
@@ -128,6 +140,13 @@ class NodeConfig:
     decryption_timeout_seconds: float = 30.0
     verify_workers: int = 0                  # 0: every core
     allow_rehearsal: bool = False            # take part in decryptions whose custody is not certified
+    page_enabled: bool = True
+    page_host: str = "127.0.0.1"
+    page_port: int = 0                       # 0: any free port (`guardian page` says which)
+    page_cert: Path | None = None            # HTTPS for the page; required off loopback
+    page_key: Path | None = None
+    metrics_host: str | None = None          # None: no metrics endpoint
+    metrics_port: int = 0
 
 
 def _load_toml(path: Path) -> dict:
@@ -182,7 +201,11 @@ _SECTIONS = {
     "control": {"socket"},
     "passphrase": {"source"},
     "decryption": {"timeout_seconds", "verify_workers", "allow_rehearsal"},
+    "page": {"enabled", "listen", "cert", "key"},
+    "metrics": {"listen"},
 }
+
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 
 def _sections(doc: dict, path: Path) -> dict[str, dict]:
@@ -251,9 +274,25 @@ def load_node_config(path: Path) -> NodeConfig:
     if not 1 <= timeout <= 86400 or not 0 <= workers <= 1024:
         raise ConfigError(f"{where}: timeout_seconds must be 1..86400 and verify_workers 0..1024")
     rehearsal = _get(dec, "allow_rehearsal", bool, where, False)
+    page = doc["page"]
+    where = f"{path} [page]"
+    page_enabled = _get(page, "enabled", bool, where, True)
+    page_host, page_port = parse_listen(_get(page, "listen", str, where, "127.0.0.1:0"), where)
+    page_tls = [(base / v).resolve() if v else None
+                for v in (_get(page, "cert", str, where, ""), _get(page, "key", str, where, ""))]
+    if (page_tls[0] is None) != (page_tls[1] is None):
+        raise ConfigError(f"{where}: cert and key go together")
+    if page_host not in LOOPBACK and page_tls[0] is None:
+        # The page can accept a ceremony and export a key backup: never in clear text off this machine.
+        raise ConfigError(f"{where}: listen {page_host!r} is not loopback; set cert and key to serve the page "
+                          f"over HTTPS, or listen on 127.0.0.1")
+    metrics_listen = _get(doc["metrics"], "listen", str, f"{path} [metrics]", "")
+    metrics_host, metrics_port = (parse_listen(metrics_listen, f"{path} [metrics]") if metrics_listen
+                                  else (None, 0))
     return NodeConfig(path, name, data_dir, host, port, advertise, roster_file, max_frame, heartbeat, initial,
                       maximum, tls_paths[0], tls_paths[1], tls_paths[2], socket, source, timeout, workers,
-                      rehearsal)
+                      rehearsal, page_enabled, page_host, page_port, page_tls[0], page_tls[1], metrics_host,
+                      metrics_port)
 
 
 def load_roster(path: Path) -> Roster:

@@ -218,6 +218,10 @@ class Node:
         self.started = time.time()
         self.port: int | None = None
         self._gate = _Gate(MAX_UNAUTHENTICATED, MAX_UNAUTHENTICATED_PER_ADDRESS)
+        # HTTP servers at the edge (the guardian's page, the metrics): name -> start function, started
+        # in the node's nursery once the services run; `serving` holds the address each is bound to.
+        self.servers: dict[str, Callable[..., Any]] = {}
+        self.serving: dict[str, str] = {}
 
     # --- services ---------------------------------------------------------------------------------
 
@@ -262,6 +266,8 @@ class Node:
             self._nursery = nursery
             for service in self.services:
                 service.start()
+            for name, start in self.servers.items():
+                self.serving[name] = await nursery.start(start)
             for peer in self.peers.values():
                 if self._dials(peer):
                     nursery.start_soon(self._dial_loop, peer)
@@ -694,7 +700,7 @@ class Node:
         return {
             "name": self.me.name, "sequence": self.me.sequence, "guardians": len(self.roster),
             "fingerprint": self.identity.fingerprint, "listen": f"{self.config.listen_host}:{self.port}",
-            "uptime_seconds": round(time.time() - self.started, 1), "peers": peers,
+            "uptime_seconds": round(time.time() - self.started, 1), "serving": dict(self.serving), "peers": peers,
             "other_refusals": _bounded(refusals, MAX_OTHER_REFUSALS_SHOWN),
             "sessions": [self._session_status(s) for s in sorted(self.filter.sessions)],
             **self.db.counts(),
