@@ -44,8 +44,10 @@ class App:
 
 def build(config: NodeConfig, roster: Roster, identity: Identity, db: NodeDatabase,
           guardians: Guardians = Guardians()) -> App:
-    node = Node(config, roster, identity, db)
     box = StateBox(bytes(identity.signing_key))
+    db.seal_rows(box.row_key)
+    db.check_store(box.open)      # a damaged or altered store stops the node here, in one line
+    node = Node(config, roster, identity, db)
     custody_port, ceremony_port, decryption_port = (node.port_for(n) for n in ("custody", "ceremonies", "decryptions"))
     custody = Custody(custody_port, box)
     ceremony = Ceremonies(ceremony_port, box, custody, guardians.ceremony)

@@ -47,7 +47,8 @@ from node.protocol.handshake import DIALER, LISTENER, Handshake, HandshakeError,
 from node.protocol.inbound import Equivocation, InboundFilter
 from node.protocol.waiting import SILENT_HEARTBEATS, LinkView
 from node.services.port import Outgoing, Port, Service
-from node.storage.db import NodeDatabase
+from node.daemon import crash_points
+from node.storage.db import DiskFull, NodeDatabase, StoreError
 
 log = logging.getLogger("guardian.node")
 
@@ -59,6 +60,10 @@ MAX_UNAUTHENTICATED = 64
 MAX_UNAUTHENTICATED_PER_ADDRESS = 16
 REFUSAL_FLUSH_SECONDS = 1.0
 MAX_OTHER_REFUSALS_SHOWN = 20
+DISK_PROBE_SECONDS = 1.0
+# Control commands that only read: they still answer while the disk is full; every other one is new work.
+READ_ONLY_COMMANDS = frozenset({"status", "inbox", "ceremony-show", "ceremony-status", "custody-status",
+                                "certificate", "decrypt-status"})
 
 
 @dataclass
@@ -222,6 +227,9 @@ class Node:
         # in the node's nursery once the services run; `serving` holds the address each is bound to.
         self.servers: dict[str, Callable[..., Any]] = {}
         self.serving: dict[str, str] = {}
+        self.disk_full: str | None = None        # the one line saying so, while the disk is full
+        self._space_back = trio.Event()
+        self.fatal: str | None = None            # why the node stopped itself
 
     # --- services ---------------------------------------------------------------------------------
 
@@ -257,6 +265,21 @@ class Node:
     # --- running ------------------------------------------------------------------------------
 
     async def run(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        """Run until cancelled; a reason to stop (a store behind its peers, a disk full under a service)
+        comes out as one StoreError."""
+        await self._run(task_status)
+        if self.fatal is not None:
+            raise StoreError(self.fatal)
+
+    def stop(self, why: str) -> None:
+        """Stop the whole node, saying why in one line: it cannot go on without doing harm."""
+        if self.fatal is None:
+            self.fatal = why
+            log.error("stopping: %s", why)
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
+
+    async def _run(self, task_status) -> None:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._watch_signals, nursery.cancel_scope)
             nursery.start_soon(self._flush_refusals)
@@ -266,6 +289,7 @@ class Node:
             self._nursery = nursery
             for service in self.services:
                 service.start()
+            self._replay_unapplied()
             for name, start in self.servers.items():
                 self.serving[name] = await nursery.start(start)
             for peer in self.peers.values():
@@ -278,20 +302,60 @@ class Node:
                      self.config.listen_host, self.port)
             task_status.started(self)
 
+    def _replay_unapplied(self) -> None:
+        """Act on what was accepted but not acted on before the last stop (a kill between the inbox
+        commit and its service's own): accepted means applied, whenever the kill came."""
+        for envelope in self.db.unapplied(self.config.max_frame_bytes):
+            sender = self.roster.by_key(envelope.sender)
+            log.info("acting on %s seq %d from %s, accepted before the last stop", envelope.type, envelope.seq,
+                     sender.name if sender else "?")
+            self._apply(envelope, "the inbox")
+
     async def _flush_refusals(self) -> None:
-        """Refusals beyond the first of their kind are counted in memory; write them now and then."""
+        """Refusals beyond the first of their kind are counted in memory, applied marks wait for the next
+        transaction: write them now and then."""
         try:
             while True:
                 await trio.sleep(REFUSAL_FLUSH_SECONDS)
-                self.db.flush_refusals()
+                self._bookkeeping(self.db.flush_refusals)
+                self._bookkeeping(self.db.flush_applied)
         finally:
-            self.db.flush_refusals()
+            self._bookkeeping(self.db.flush_refusals)
+
+    def _bookkeeping(self, write: Callable[[], Any]) -> None:
+        """A write the node can go without for a while (audit of a connection, refusal counts): a full
+        disk puts the node in its disk-full state instead of failing what it was doing."""
+        try:
+            write()
+        except DiskFull as e:
+            self._on_disk_full(e)
+
+    def _on_disk_full(self, error: DiskFull) -> None:
+        if self.disk_full is None:
+            self.disk_full = str(error)
+            self._space_back = trio.Event()
+            log.error("%s", error)
+            if self._nursery is not None:
+                self._nursery.start_soon(self._watch_space)
+
+    async def _watch_space(self) -> None:
+        """While the disk is full, try a small write now and then; when it goes through, go on."""
+        while True:
+            await trio.sleep(DISK_PROBE_SECONDS)
+            try:
+                self.db.audit("disk space returned", {})
+            except DiskFull:
+                continue
+            log.info("disk space returned: taking work again")
+            self.disk_full = None
+            self._space_back.set()
+            return
 
     async def _watch_signals(self, scope: trio.CancelScope) -> None:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async for signum in signals:
                 log.info("stopping on %s", signal.Signals(signum).name)
-                self.db.audit("node stopped", {"signal": signal.Signals(signum).name})
+                self._bookkeeping(lambda: self.db.audit("node stopped", {"signal": signal.Signals(signum).name}))
                 scope.cancel()
                 return
 
@@ -451,7 +515,7 @@ class Node:
             peer.last_seen = trio.current_time()
             peer.connections += 1
             peer.cursor_set = trio.Event()
-            self.db.audit("peer connected", {"peer": peer.entry.name, "role": role})
+            self._bookkeeping(lambda: self.db.audit("peer connected", {"peer": peer.entry.name, "role": role}))
             self._links_changed()
             log.info("connected to %s (%s)", peer.entry.name, role)
             try:
@@ -511,8 +575,25 @@ class Node:
                 continue
             peer.last_seen = trio.current_time()
             if isinstance(event, frames.EnvelopeFrame):
-                self.receive_envelope(event.data, name, relayed=event.relayed)
+                while True:
+                    try:
+                        self.receive_envelope(event.data, name, relayed=event.relayed)
+                        break
+                    except DiskFull as e:
+                        # Nothing of it was taken: wait for space and take it then (or, if the link
+                        # drops meanwhile, when the peer sends it again from our cursor).
+                        self._on_disk_full(e)
+                        await self._space_back.wait()
             elif isinstance(event, frames.Sync):
+                own = self.db.highest_own_seq()
+                if event.since > own:
+                    # The peer holds a message of ours this database has no trace of: it lost commits
+                    # (a damaged or truncated file, an old copy). Numbering on from here would sign new
+                    # content under numbers the peers already hold: stop instead.
+                    self.stop(f"the node database {self.db.path} is behind its peers: {name} holds this node's "
+                              f"message {event.since}, the database ends at {own} (damaged, truncated or an old "
+                              f"copy); restore the node from its key backup (`guardian restore`)")
+                    return
                 peer.writer_cursor = event.since
                 peer.cursor_set.set()
             elif isinstance(event, frames.Want):
@@ -526,7 +607,10 @@ class Node:
                         service.on_blob(event.digest, event.data)
 
     def receive_envelope(self, frame: bytes, via: str, relayed: bool = False) -> None:
-        """Check an envelope, commit it to the inbox, then act on it; the node never raises on input."""
+        """Check an envelope, commit it to the inbox, then act on it; the node never raises on input.
+
+        Raises DiskFull when the inbox commit fails for space: then nothing of the envelope was taken
+        (not even its seen-mark), so it is taken when it comes again."""
         try:
             envelope = self.filter.check(frame)
         except Equivocation as e:
@@ -543,12 +627,22 @@ class Node:
             if not (relayed and e.reason in ("replay", "own message", "unknown session")):
                 self._refuse(via, e)
             return
-        self.db.accept(envelope, via, direct=not relayed)
+        # A session's messages are applied by replaying its log at start; a node-session message is
+        # replayed until marked applied.
+        self.db.accept(envelope, via, direct=not relayed, applied=envelope.session != NODE_SESSION)
+        self.filter.mark(envelope)
+        crash_points.reached("inbox", envelope.type)
         sender = self.roster.by_key(envelope.sender)
         log.info("accepted %s seq %d from %s", envelope.type, envelope.seq, sender.name if sender else "?")
-        self._act_on(envelope, via)
+        self._apply(envelope, via)
 
-    def _act_on(self, envelope: Envelope, via: str) -> None:
+    def _apply(self, envelope: Envelope, via: str) -> None:
+        if self._act_on(envelope, via) and envelope.session == NODE_SESSION:
+            crash_points.reached("applied", envelope.type)
+            self.db.mark_applied(envelope.digest)
+
+    def _act_on(self, envelope: Envelope, via: str) -> bool:
+        """Hand an envelope to its service. False when the service could not store what it did."""
         sender = self.roster.by_key(envelope.sender)
         try:
             if envelope.session == NODE_SESSION:
@@ -559,8 +653,14 @@ class Node:
                 owner = self._owner(envelope)
                 if owner is not None:
                     owner.on_session_message(envelope)
+        except StoreError as e:
+            # The service may hold in memory what it failed to store: stop, and let the restart replay
+            # it from what is stored (nothing accepted is lost; it stays unapplied).
+            self.stop(str(e))
+            return False
         except GuardianError as e:
             log.warning("message %s from %s not acted on: %s", envelope.type, via, e)
+        return True
 
     def _refuse(self, peer: str, error: EnvelopeError) -> None:
         self.refuse(peer, error.reason, error.detail, f"refused a frame from {peer}: {error}")
@@ -568,7 +668,12 @@ class Node:
     def refuse(self, who: str, reason: str, detail: str, message: str | None = None) -> None:
         """Count a refusal against `who`; logged only when the database reports it (once a minute per
         who and reason), so a flood does not fill the log."""
-        if self.db.refuse(who, reason, detail):
+        try:
+            reported = self.db.refuse(who, reason, detail)
+        except DiskFull as e:
+            self._on_disk_full(e)
+            return
+        if reported:
             log.warning("%s (more of the same are counted, not logged, for a minute)",
                         message or f"refused {who}: {reason}: {detail}")
 
@@ -610,7 +715,7 @@ class Node:
             await trio.sleep(interval)
             if peer.last_seen is not None and trio.current_time() - peer.last_seen > SILENT_HEARTBEATS * interval:
                 log.warning("%s silent for %d heartbeats: closing the link", peer.entry.name, SILENT_HEARTBEATS)
-                self.db.audit("peer silent", {"peer": peer.entry.name})
+                self._bookkeeping(lambda: self.db.audit("peer silent", {"peer": peer.entry.name}))
                 scope.cancel()
                 return
 
@@ -665,6 +770,8 @@ class Node:
         handler = self._commands.get(command) if isinstance(command, str) else None
         if handler is None:
             raise InputError(f"unknown control command {command!r}")
+        if self.disk_full is not None and command not in READ_ONLY_COMMANDS:
+            raise DiskFull(self.disk_full)
         return handler(request)
 
     def _control_send(self, request: dict) -> dict:
@@ -700,7 +807,8 @@ class Node:
         return {
             "name": self.me.name, "sequence": self.me.sequence, "guardians": len(self.roster),
             "fingerprint": self.identity.fingerprint, "listen": f"{self.config.listen_host}:{self.port}",
-            "uptime_seconds": round(time.time() - self.started, 1), "serving": dict(self.serving), "peers": peers,
+            "uptime_seconds": round(time.time() - self.started, 1), "serving": dict(self.serving),
+            "disk_full": self.disk_full, "peers": peers,
             "other_refusals": _bounded(refusals, MAX_OTHER_REFUSALS_SHOWN),
             "sessions": [self._session_status(s) for s in sorted(self.filter.sessions)],
             **self.db.counts(),

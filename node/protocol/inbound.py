@@ -43,6 +43,7 @@ class InboundFilter:
             self._by_seq[(e.sender, e.seq)] = e.digest
 
     def check(self, frame: bytes) -> Envelope:
+        """The envelope in `frame` if it may be accepted; `mark` it once it is stored."""
         envelope = decode_envelope(frame, self.max_frame_bytes)        # oversized, malformed, unsigned
         if envelope.sender not in self.roster_keys:
             raise EnvelopeError("unknown key", "sender is not in the roster")
@@ -61,6 +62,10 @@ class InboundFilter:
         if previous is not None:
             # Two different envelopes signed with one sequence number: evidence of equivocation.
             raise Equivocation(envelope)
-        self._seen.add(digest)
-        self._by_seq[(envelope.sender, envelope.seq)] = digest
         return envelope
+
+    def mark(self, envelope: Envelope) -> None:
+        """The envelope `check` passed is committed: from now on a copy is a replay. Only after the
+        commit: an envelope the node failed to store (a full disk) must be taken when it comes again."""
+        self._seen.add(envelope.digest)
+        self._by_seq[(envelope.sender, envelope.seq)] = envelope.digest

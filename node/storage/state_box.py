@@ -18,6 +18,9 @@ class StateBox:
         key = nacl.hash.blake2b(identity_seed, digest_size=32, person=b"gn-storage-key",
                                 encoder=nacl.encoding.RawEncoder)
         self._box = nacl.secret.SecretBox(key)
+        # The key of the HMACs over the database rows that matter (node/storage/db.py: SEALED_ROWS).
+        self.row_key = nacl.hash.blake2b(identity_seed, digest_size=32, person=b"gn-row-mac",
+                                         encoder=nacl.encoding.RawEncoder)
 
     def __repr__(self) -> str:
         return "StateBox(<secret>)"

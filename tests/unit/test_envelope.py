@@ -339,10 +339,27 @@ def test_unknown_type():
     assert make_filter(accepted_types={}).check(frame).type == "launch-missiles"
 
 
-def test_replay_same_bytes_twice():
+def taken(filt: InboundFilter, frame: bytes) -> Envelope:
+    """As the node takes an envelope: checked, then (once stored) marked."""
+    envelope = filt.check(frame)
+    filt.mark(envelope)
+    return envelope
+
+
+def test_an_envelope_not_stored_is_no_replay():
+    """Checked but never committed (the disk was full): when it comes again it is taken, not refused."""
     filt = make_filter()
     frame = note(seq=1).encode()
     filt.check(frame)
+    assert filt.check(frame).seq == 1
+    taken(filt, frame)
+    assert reason_of(frame, filt) == "replay"
+
+
+def test_replay_same_bytes_twice():
+    filt = make_filter()
+    frame = note(seq=1).encode()
+    taken(filt, frame)
     assert reason_of(frame, filt) == "replay"
     assert reason_of(frame, filt) == "replay"
     assert filt.check(note(seq=2).encode()).seq == 2          # the next one is fine
@@ -350,7 +367,7 @@ def test_replay_same_bytes_twice():
 
 def test_conflicting_sequence_number():
     filt = make_filter()
-    filt.check(note(seq=3, body={"text": "one"}).encode())
+    taken(filt, note(seq=3, body={"text": "one"}).encode())
     assert reason_of(note(seq=3, body={"text": "two"}).encode(), filt) == "conflicting sequence number"
     # another sender may use the same number
     assert filt.check(note(seq=3, body={"text": "two"}, signer=BOB).encode()).sender == key(BOB)

@@ -267,7 +267,10 @@ def test_a_round_has_at_least_k_ready_guardians_and_never_a_late_one(situation):
         assert len(d.present) >= s.k and list(d.present) == sorted(set(d.present))
         assert set(d.present) <= available and not set(d.present) & (s.refused | s.excluded)
         late = s.current.waiting_for if s.current is not None else frozenset()
-        assert not set(d.present) & late and set(d.missing) == late
+        assert not set(d.present) & late and set(d.missing) >= late
+        # besides the late: those that answered but have lost their link since, and only those
+        gone = set(d.missing) - late
+        assert gone <= available - reference_expected(now, links, policy) and not gone & set(d.present)
         assert d.stalled is None
     else:
         assert d.missing == ()
@@ -353,7 +356,9 @@ def reference_next_round(now, links, s, policy):
     if r.step == "failed":
         return tuple(available)
     if now - r.step_started >= timeout:
-        remaining = [i for i in available if i not in r.waiting_for]
+        # one that answered but has lost its link is left out too
+        linked = reference_expected(now, links, policy)
+        remaining = [i for i in available if i not in r.waiting_for and i in linked]
         return tuple(remaining) if len(remaining) >= s.k else None
     return None
 
