@@ -137,11 +137,12 @@ class NodeProc:
     def command(self) -> list[str]:
         return [sys.executable, "-m", "node", "run", "--config", str(self.config), "--passphrase-env", PASS_ENV]
 
-    def start(self, *extra: str) -> None:
+    def start(self, *extra: str, env: dict | None = None) -> None:
+        """`env`: variables added to the node's environment (a crash point, say)."""
         assert not self.alive, f"{self.name} is already running"
         with open(self.dir / "output.txt", "ab") as out:
             self.proc = subprocess.Popen([*self.command(), *extra], stdout=out, stderr=subprocess.STDOUT,
-                                         env=node_env(), cwd=self.dir)
+                                         env=node_env(**(env or {})), cwd=self.dir)
         self.paused = False
 
     @property
