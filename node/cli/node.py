@@ -345,6 +345,9 @@ def _setup_logging(path: Path, level: str) -> None:
     formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     root = logging.getLogger("guardian")
     root.setLevel(level)
+    # A line the log file cannot take (its disk full) is lost, not printed as a traceback: the node
+    # says the disk is full on its own, in one line, on stderr and in status.
+    logging.raiseExceptions = False
     for handler in (logging.FileHandler(path), logging.StreamHandler(sys.stderr)):
         handler.setFormatter(formatter)
         root.addHandler(handler)

@@ -14,6 +14,7 @@ import errno
 import hashlib
 import hmac
 import json
+import shutil
 import sqlite3
 import time
 from contextlib import contextmanager
@@ -140,11 +141,21 @@ class StoreDamaged(StoreError):
     """The node database is damaged or was changed outside the node."""
 
 
+def _free_bytes(path: Path) -> int:
+    try:
+        return shutil.disk_usage(path.parent).free
+    except OSError:
+        return 2**62
+
+
 def store_error(path: Path, error: BaseException) -> StoreError | None:
     """The StoreError an SQLite or OS error stands for, or None if it is not about the store itself."""
     code = getattr(error, "sqlite_errorcode", None)
     text = str(error)
-    if code == sqlite3.SQLITE_FULL or "disk is full" in text or getattr(error, "errno", None) == errno.ENOSPC:
+    # SQLite says "disk I/O error" when it cannot even create its shared-memory file on a full disk.
+    io_error_on_full_disk = code is not None and code & 0xFF == sqlite3.SQLITE_IOERR and _free_bytes(path) < 2**16
+    if code == sqlite3.SQLITE_FULL or "disk is full" in text or getattr(error, "errno", None) == errno.ENOSPC \
+            or io_error_on_full_disk:
         return DiskFull(f"the disk holding {path} is full: free some space (the node takes no new work until "
                         f"then; nothing it accepted is lost)")
     if code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB) or "malformed" in text or "not a database" in text:
