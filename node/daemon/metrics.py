@@ -22,7 +22,7 @@ from node.protocol.envelope import Envelope
 # beyond this many distinct ones, the rest are counted as "other" so the series stay few.
 MAX_TYPES = 64
 UNAUTHENTICATED = "unauthenticated"
-_KINDS = {frames.Sync: "sync", frames.Heartbeat: "hb", frames.Want: "want", frames.Blob: "blob"}
+FRAME_KINDS = {frames.Sync: "sync", frames.Heartbeat: "hb", frames.Want: "want", frames.Blob: "blob"}
 
 
 class NodeMetrics:
@@ -44,7 +44,7 @@ class NodeMetrics:
         if isinstance(event, frames.EnvelopeFrame):
             kind = "relay" if event.relayed else "env"
         else:
-            kind = _KINDS[type(event)]
+            kind = FRAME_KINDS[type(event)]
         self._frames.labels("in", kind).inc()
 
     def frame_out(self, kind: str) -> None:

@@ -8,6 +8,7 @@ parsed back with prometheus_client's own parser.
 from __future__ import annotations
 
 from types import SimpleNamespace
+from typing import get_args
 
 import pytest
 import trio
@@ -16,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from node.app import App, build
 from node.config import load_node_config, load_roster
-from node.daemon.metrics import MAX_TYPES
+from node.daemon.metrics import FRAME_KINDS, MAX_TYPES
 from node.metrics import metrics_server
 from node.protocol import link as frames
 from node.protocol.envelope import NODE_SESSION, seal_envelope
@@ -88,6 +89,11 @@ async def test_links_frames_envelopes_and_refusals_move_the_metrics(cluster):
     assert {k[1]: v for k, v in s.items() if k[0] == "guardian_refusals_total"} == {
         (("peer", "g2"), ("reason", "bad signature")): 1,
         (("peer", "unauthenticated"), ("reason", "connection limit")): 2}
+
+
+def test_every_link_frame_event_has_a_kind():
+    # The reader counts each event it opens: an event without a kind would close the link it came on.
+    assert set(get_args(frames.Event)) == set(FRAME_KINDS) | {frames.EnvelopeFrame}
 
 
 async def test_message_types_beyond_the_bound_are_counted_as_other(cluster):
