@@ -4,8 +4,8 @@
   Ceremonies    proposals, votes, the key ceremony                   (node/services/ceremonies.py)
   Decryptions   decryption sessions                                  (node/services/decryptions.py)
 each behind its own port on one Node (node/daemon/node.py), with /metrics (node/metrics.py) when
-[metrics] listen is set. Rehearsals swap in misbehaving guardians
-through `Guardians` (node/testing/adversary.py); the node guardians run uses the honest ones.
+[metrics] listen is set. Rehearsals swap in misbehaving guardians through `Guardians`
+(node/testing/adversary.py); the node guardians run uses the honest ones.
 """
 
 from __future__ import annotations
