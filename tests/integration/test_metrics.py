@@ -7,34 +7,19 @@ so the ceremony sits in a known phase while g1 is scraped, then goes on to compl
 
 from __future__ import annotations
 
-import urllib.request
-
 import pytest
 import trio
-from prometheus_client.parser import text_string_to_metric_families
 
 from node.app import Guardians
 from node.cli.node import load_election_file
 from node.testing import adversary
 from node.testing.inprocess import InProcessNode
-from node.testing.processes import PROJECT, Cluster, NodeProc, all_connected, eventually
+from node.testing.processes import PROJECT, Cluster, all_connected, eventually
 
 pytestmark = pytest.mark.slow
 
 MANIFEST = PROJECT / "node" / "data" / "demo-manifest.json"
 CEREMONY_WAIT = 90
-
-
-async def scrape(node: NodeProc) -> dict[tuple[str, tuple], float]:
-    """(sample name, sorted labels) -> value, from GET /metrics at the port the node reports serving."""
-    port = (await node.status())["serving"]["metrics"]
-
-    def get() -> str:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
-            return response.read().decode()
-    text = await trio.to_thread.run_sync(get)
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
 
 
 def envelopes_in(samples: dict, type_: str) -> float:
@@ -52,9 +37,7 @@ async def test_metrics_move_through_a_ceremony(tmp_path):
         harness = InProcessNode.fresh(cluster.base / "h3", "h3")
         nodes = cluster.init_nodes(["g1", "g2"])
         for node in nodes:
-            text = node.config.read_text()
-            assert text.count('listen = ""') == 1        # [metrics] listen, off by default
-            node.config.write_text(text.replace('listen = ""', 'listen = "127.0.0.1:0"'))
+            node.serve_metrics()
         cluster.write_roster(nodes + [harness])
         await cluster.start(*nodes)
         g1 = nodes[0]
@@ -64,7 +47,7 @@ async def test_metrics_move_through_a_ceremony(tmp_path):
         held = Guardians(ceremony=adversary.only_in(sessions, adversary.hold_back("echo", opened)))
         async with harness.running(held) as h:
             await all_connected(nodes + [harness], 60)
-            before = await scrape(g1)
+            before = await g1.metrics()
             assert before[("guardian_peers_connected", ())] == 2
             assert before[("guardian_ceremony_phase", (("phase", "echo"),))] == 0
             assert before[("guardian_ceremonies", (("status", "complete"),))] == 0
@@ -80,7 +63,7 @@ async def test_metrics_move_through_a_ceremony(tmp_path):
                 await member.control({"cmd": "ceremony-accept", "session": session}, timeout=60)
 
             async def held_in_echo():
-                s = await scrape(g1)
+                s = await g1.metrics()
                 assert s[("guardian_ceremony_phase", (("phase", "echo"),))] == 1, s
                 return s
             during = await eventually(held_in_echo, 60, "g1 waiting in the echo phase", interval=0.2)
@@ -96,7 +79,7 @@ async def test_metrics_move_through_a_ceremony(tmp_path):
                 for member in nodes + [harness]:
                     assert (await ceremony_status(member, session))["status"] == "complete", member.name
             await eventually(complete, CEREMONY_WAIT, "the ceremony complete everywhere", interval=0.2)
-            after = await scrape(g1)
+            after = await g1.metrics()
 
     assert after[("guardian_ceremonies", (("status", "complete"),))] == 1
     assert after[("guardian_ceremonies", (("status", "running"),))] == 0

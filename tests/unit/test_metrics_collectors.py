@@ -23,13 +23,11 @@ from node.protocol import link as frames
 from node.protocol.envelope import NODE_SESSION, seal_envelope
 from node.storage.db import NodeDatabase
 from node.testing.inprocess import InProcessNode
+from node.testing.processes import NodeProc, metric_samples
 
 
 def samples(app: App) -> dict[tuple[str, tuple], float]:
-    """(sample name, sorted labels) -> value, from the text format."""
-    text = generate_latest(app.node.metrics.registry).decode()
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
+    return metric_samples(generate_latest(app.node.metrics.registry).decode())
 
 
 @pytest.fixture
@@ -169,8 +167,5 @@ async def test_the_endpoint_serves_the_text_format_at_slash_metrics_only(cluster
 
 def test_build_serves_metrics_only_when_listen_is_set(cluster):
     assert "metrics" not in built(cluster[0]).node.servers
-    path = cluster[0].dir / "node.toml"
-    text = path.read_text()
-    assert text.count('listen = ""') == 1
-    path.write_text(text.replace('listen = ""', 'listen = "127.0.0.1:0"'))
+    NodeProc(cluster[0].name, cluster[0].dir, cluster[0].port).serve_metrics()
     assert "metrics" in built(cluster[0]).node.servers
