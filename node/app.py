@@ -3,8 +3,9 @@
   Custody       key backups, custody steps, the certificate          (node/services/custody.py)
   Ceremonies    proposals, votes, the key ceremony                   (node/services/ceremonies.py)
   Decryptions   decryption sessions                                  (node/services/decryptions.py)
-each behind its own port on one Node (node/daemon/node.py). Rehearsals swap in misbehaving guardians
-through `Guardians` (node/testing/adversary.py); the node guardians run uses the honest ones.
+each behind its own port on one Node (node/daemon/node.py), with /metrics (node/metrics.py) when
+[metrics] listen is set. Rehearsals swap in misbehaving guardians through `Guardians`
+(node/testing/adversary.py); the node guardians run uses the honest ones.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import trio
 from node.config import NodeConfig, Roster
 from node.daemon.node import Node
 from node.identity import Identity
+from node.metrics import ServicesCollector, metrics_server
 from node.services import ceremonies, decryptions
 from node.services.ceremonies import Ceremonies
 from node.services.custody import Custody
@@ -54,4 +56,7 @@ def build(config: NodeConfig, roster: Roster, identity: Identity, db: NodeDataba
     decryption = Decryptions(decryption_port, box, guardians.decryption)
     for port, service in ((custody_port, custody), (ceremony_port, ceremony), (decryption_port, decryption)):
         port.bind(service)
+    node.metrics.registry.register(ServicesCollector(ceremony, decryption))
+    if config.metrics_host is not None:
+        node.servers["metrics"] = metrics_server(node.metrics.registry, config.metrics_host, config.metrics_port)
     return App(node, custody, ceremony, decryption)

@@ -66,6 +66,8 @@ class SimCluster:
         """`guardian init` and `guardian roster entry` for every node (two at a time)."""
         def make() -> None:
             nodes = self.cluster.init_nodes([f"g{i}" for i in range(1, self.n + 1)], **TUNING)
+            for node in nodes:
+                node.serve_metrics()          # scraped at the end of the run, for the report
             self.entries = self.cluster.roster_entries(nodes)
         await trio.to_thread.run_sync(make)
 

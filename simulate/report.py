@@ -63,6 +63,9 @@ def details(result: Result) -> str:
     if result.outcome.refusals:
         lines.append("    refusals counted by the nodes: "
                      + ", ".join(f"{k} {v}" for k, v in sorted(result.outcome.refusals.items())))
+    if result.outcome.links:
+        lines.append("    links, from the nodes' /metrics: "
+                     + ", ".join(f"{k} {v:g}" for k, v in result.outcome.links.items()))
     if result.outcome.reason:
         lines.append(f"    reason: {result.outcome.reason}")
     return "\n".join(lines)

@@ -40,6 +40,7 @@ class Outcome:
     excluded: tuple[int, ...] = ()
     verified: bool | None = None
     refusals: dict[str, int] = field(default_factory=dict)
+    links: dict[str, float] = field(default_factory=dict)     # METRICS_SHOWN, summed over the nodes
     tally: dict | None = None
     times: dict[str, float] = field(default_factory=dict)
 
@@ -203,6 +204,7 @@ async def _run(scenario: Scenario, cluster: SimCluster, outcome: Outcome, events
                 outcome.times["verify"] = time.monotonic() - t
                 say("guardian verify: the record " + ("verifies" if outcome.verified else "does NOT verify"))
         outcome.refusals = await _refusals(cluster.nodes)
+        outcome.links = await _links(cluster.nodes)
         events += [f"relay {e}" for e in mesh.events() if e.kind not in ("connect", "close")][:200]
         nursery.cancel_scope.cancel()
 
@@ -424,15 +426,22 @@ def _json_tail(text: str) -> dict:
         return {}
 
 
-async def _refusals(nodes: list[SimNode]) -> dict[str, int]:
-    counts: dict[str, int] = {}
+async def _answers(nodes: list[SimNode], ask) -> list:
+    """`await ask(node)` of each node that runs and answers; a stopped, paused or failing one is left out."""
+    answers = []
     for node in nodes:
         if not node.alive or node.paused:
             continue
         try:
-            status = await node.request("status", timeout=5)
+            answers.append(await ask(node))
         except (GuardianError, OSError):
             continue
+    return answers
+
+
+async def _refusals(nodes: list[SimNode]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for status in await _answers(nodes, lambda node: node.request("status", timeout=5)):
         for peer in status["peers"]:
             for reason, count in peer["refusals"].items():
                 counts[reason] = counts.get(reason, 0) + count
@@ -440,6 +449,22 @@ async def _refusals(nodes: list[SimNode]) -> dict[str, int]:
             for reason, count in reasons.items():
                 counts[reason] = counts.get(reason, 0) + count
     return counts
+
+
+# (metric, direction) -> what the report calls it: how busy and how troubled the links were.
+METRICS_SHOWN = {("guardian_links_established_total", None): "links", ("guardian_dials_total", None): "dials",
+                 ("guardian_dial_failures_total", None): "dial failures",
+                 ("guardian_link_frames_total", "in"): "frames in", ("guardian_envelopes_total", "in"): "envelopes in"}
+
+
+async def _links(nodes: list[SimNode]) -> dict[str, float]:
+    totals: dict[str, float] = {}
+    for samples in await _answers(nodes, lambda node: node.metrics()):
+        for (name, labels), value in samples.items():
+            shown = METRICS_SHOWN.get((name, dict(labels).get("direction")))
+            if shown is not None:
+                totals[shown] = totals.get(shown, 0) + value
+    return {shown: totals[shown] for shown in METRICS_SHOWN.values() if shown in totals}
 
 
 # --- expected against actual ------------------------------------------------------------------------------

@@ -40,6 +40,7 @@ import trio_websocket
 from node.config import NodeConfig, Roster, RosterEntry
 from node.crypto.errors import GuardianError, InputError
 from node.daemon.control import serve_control
+from node.daemon.metrics import NodeMetrics
 from node.identity import Identity, fingerprint
 from node.protocol import link as frames
 from node.protocol.envelope import NODE_SESSION, Envelope, EnvelopeError, seal_envelope
@@ -92,8 +93,8 @@ class PeerState:
 class Connection:
     """One authenticated link: sends are serialized so the sealing counter matches the wire order."""
 
-    def __init__(self, ws, frames_: frames.LinkFrames) -> None:
-        self.ws, self.frames = ws, frames_
+    def __init__(self, ws, frames_: frames.LinkFrames, metrics: NodeMetrics) -> None:
+        self.ws, self.frames, self.metrics = ws, frames_, metrics
         self._lock = trio.Lock()
         # Record files a peer asked for: served by their own task, so the reader never waits on a send.
         self.wants_in, self.wants_out = trio.open_memory_channel(MAX_WANTS_QUEUED)
@@ -101,6 +102,7 @@ class Connection:
     async def send(self, kind: str, payload) -> None:
         async with self._lock:
             await self.ws.send_message(self.frames.seal(kind, payload))
+        self.metrics.frame_out(kind)
 
 
 class _Gate:
@@ -230,6 +232,7 @@ class Node:
         self.disk_full: str | None = None        # the one line saying so, while the disk is full
         self._space_back = trio.Event()
         self.fatal: str | None = None            # why the node stopped itself
+        self.metrics = NodeMetrics(self)
 
     # --- services ---------------------------------------------------------------------------------
 
@@ -423,6 +426,7 @@ class Node:
             started = trio.current_time()
             peer.dialing = True
             peer.prompted = trio.Event()
+            self.metrics.dial(peer.entry.name)
             try:
                 await self._dial_once(url, context, peer)
             except* DIAL_ERRORS as group:
@@ -507,7 +511,7 @@ class Node:
             return
         if peer.cancel is not None:
             peer.cancel.cancel()          # a newer link replaces the old one
-        connection = Connection(ws, frames.LinkFrames(handshake.link))
+        connection = Connection(ws, frames.LinkFrames(handshake.link), self.metrics)
         with trio.CancelScope() as scope:
             peer.cancel = scope
             peer.connection = connection
@@ -574,6 +578,7 @@ class Node:
                 self._refuse(name, e)
                 continue
             peer.last_seen = trio.current_time()
+            self.metrics.frame_in(event)
             if isinstance(event, frames.EnvelopeFrame):
                 while True:
                     try:
@@ -631,6 +636,7 @@ class Node:
         # replayed until marked applied.
         self.db.accept(envelope, via, direct=not relayed, applied=envelope.session != NODE_SESSION)
         self.filter.mark(envelope)
+        self.metrics.envelope_in(envelope)
         crash_points.reached("inbox", envelope.type)
         sender = self.roster.by_key(envelope.sender)
         log.info("accepted %s seq %d from %s", envelope.type, envelope.seq, sender.name if sender else "?")
@@ -727,6 +733,7 @@ class Node:
             raise InputError("the recipient is not a peer in the roster")
         envelope = self._seal([(type_, body)], session)[0]
         self.db.append_outbox(envelope, to)
+        self.metrics.envelopes_out([envelope])
         self._wake_writers()
         return envelope.seq
 
@@ -734,6 +741,7 @@ class Node:
         """Sign the messages, commit them with the sealed state they depend on (one transaction), send."""
         envelopes = self._seal([(s.type, s.body) for s in sends], session)
         self.db.append_outbox_with_state(envelopes, session, sealed_state)
+        self.metrics.envelopes_out(envelopes)
         self._wake_writers()
         return envelopes
 

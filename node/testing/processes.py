@@ -18,10 +18,12 @@ import socket
 import subprocess
 import sys
 import tempfile
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import trio
+from prometheus_client.parser import text_string_to_metric_families
 
 from node.crypto.errors import GuardianError
 from node.daemon.control import control_request
@@ -132,6 +134,12 @@ class NodeProc:
     def set_config(self, **values) -> None:
         set_config(self.config, **values)
 
+    def serve_metrics(self) -> None:
+        """Turn on /metrics at a free loopback port (the node says which in status, under serving)."""
+        text = self.config.read_text()
+        assert text.count('listen = ""') == 1, "[metrics] listen is already set"
+        self.config.write_text(text.replace('listen = ""', 'listen = "127.0.0.1:0"'))
+
     # --- the process ------------------------------------------------------------------------------
 
     def command(self) -> list[str]:
@@ -222,6 +230,21 @@ class NodeProc:
 
     async def wait_ready(self, timeout: float = 30) -> dict:
         return await eventually(self.status, timeout, f"{self.name} answers status")
+
+    async def metrics(self) -> dict[tuple[str, tuple], float]:
+        """GET /metrics (see serve_metrics), parsed by metric_samples."""
+        port = (await self.status())["serving"]["metrics"]
+
+        def get() -> str:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+                return response.read().decode()
+        return metric_samples(await trio.to_thread.run_sync(get))
+
+
+def metric_samples(text: str) -> dict[tuple[str, tuple], float]:
+    """The Prometheus text format as (sample name, sorted (label, value) pairs) -> value."""
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
 
 
 class Cluster:

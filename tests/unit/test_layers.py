@@ -8,7 +8,8 @@
   node.verifier                        the record's verifier
   node.services                        ceremonies, decryptions, custody behind the port
   node.daemon                          links, listener, control socket: knows services only by the port
-  node.app                             the one place that wires services to the daemon
+  node.app, node.metrics               the one place that wires services to the daemon, and /metrics
+                                       (which reads both)
   node.cli                             every subcommand
   node.testing                         in-memory networks, node clusters, misbehaving guardians
   simulate                             uses node.testing and the CLI only
@@ -30,7 +31,7 @@ LAYERS = [
     ("node.verifier",),
     ("node.services",),
     ("node.daemon",),
-    ("node.app",),
+    ("node.app", "node.metrics"),
     ("node.cli",),
     ("node.testing",),
     ("simulate",),
