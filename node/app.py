@@ -3,7 +3,8 @@
   Custody       key backups, custody steps, the certificate          (node/services/custody.py)
   Ceremonies    proposals, votes, the key ceremony                   (node/services/ceremonies.py)
   Decryptions   decryption sessions                                  (node/services/decryptions.py)
-each behind its own port on one Node (node/daemon/node.py). Rehearsals swap in misbehaving guardians
+each behind its own port on one Node (node/daemon/node.py), and the guardian's page (node/page/) among the
+node's servers when [page] is enabled. Rehearsals swap in misbehaving guardians
 through `Guardians` (node/testing/adversary.py); the node guardians run uses the honest ones.
 """
 
@@ -16,6 +17,7 @@ import trio
 from node.config import NodeConfig, Roster
 from node.daemon.node import Node
 from node.identity import Identity
+from node.page.app import install as install_page
 from node.services import ceremonies, decryptions
 from node.services.ceremonies import Ceremonies
 from node.services.custody import Custody
@@ -52,4 +54,6 @@ def build(config: NodeConfig, roster: Roster, identity: Identity, db: NodeDataba
     decryption = Decryptions(decryption_port, box, guardians.decryption)
     for port, service in ((custody_port, custody), (ceremony_port, ceremony), (decryption_port, decryption)):
         port.bind(service)
+    if config.page_enabled:
+        install_page(node)
     return App(node, custody, ceremony, decryption)

@@ -8,6 +8,7 @@
   node.verifier                        the record's verifier
   node.services                        ceremonies, decryptions, custody behind the port
   node.daemon                          links, listener, control socket: knows services only by the port
+  node.page                            the guardian's page, at the edge: calls the node's control commands
   node.app                             the one place that wires services to the daemon
   node.cli                             every subcommand
   node.testing                         in-memory networks, node clusters, misbehaving guardians
@@ -30,6 +31,7 @@ LAYERS = [
     ("node.verifier",),
     ("node.services",),
     ("node.daemon",),
+    ("node.page",),
     ("node.app",),
     ("node.cli",),
     ("node.testing",),
