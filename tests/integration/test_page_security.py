@@ -4,7 +4,8 @@ Loopback by default (and a non-loopback address without HTTPS refused); a login 
 becomes an HttpOnly, SameSite=Strict cookie, the browser sent on to an address without the token; a CSRF
 token on every POST; the security headers on every answer; no inline script or style, no third-party
 asset; oversized uploads, another guardian's backup, mismatched or wrong passphrases refused with one
-line; no secret in a page or a log; no temporary file left in the data directory.
+line; no secret in a page or a log; no temporary file left in the data directory. Last, the decryption
+page of a session that decrypted the tally.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from __future__ import annotations
 import http.client
 import re
 import secrets
+import shutil
+import sys
 import uuid
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -21,9 +24,10 @@ import trio
 
 from node.custody.backup_file import read_backup
 from node.page.app import MAX_UPLOAD
-from node.testing.processes import guardian
+from node.testing.processes import eventually, guardian, node_env
 from page_nodes import login_link
 from test_ceremony_nodes import completes, make_cluster, propose, start_cluster, wait_status, write_election
+from test_record_flow import VALID, plaintext_line
 
 pytestmark = pytest.mark.slow
 PASSPHRASE = "a backup passphrase never stored"
@@ -130,6 +134,32 @@ def test_the_page_is_on_loopback_by_default_and_refused_off_it_without_https(two
     result = guardian("run", "--config", off, "--passphrase-env", "GUARDIAN_TEST_PASSPHRASE")
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
     assert "[page]: listen '0.0.0.0' is not loopback" in result.stderr, result.stderr
+    status = guardian("status", "--config", nodes[0].config)
+    assert f"page at {Browser(nodes[0]).base}  (log in with `guardian page`)" in status.stdout, status.stdout
+
+
+def test_guardian_page_opens_the_link_or_says_the_page_is_off(two):
+    cluster, nodes, _ = two
+    opened = cluster.base / "opened.txt"
+    script = f"import sys; open({str(opened)!r}, 'w').write(sys.argv[1])"
+    browser = f"{sys.executable} -c {script!r} %s"
+    result = guardian("page", "--config", nodes[0].config, "--open", env=node_env(BROWSER=browser))
+    assert result.returncode == 0, result.stderr
+    assert eventually_text(opened) == result.stdout.strip()
+    assert Browser(nodes[0]).get(urlsplit(opened.read_text()).path + "?" + urlsplit(opened.read_text()).query) \
+        .status == 303
+    off = nodes[0].dir / "page-off.toml"
+    off.write_text(nodes[0].config.read_text().replace("enabled = true", "enabled = false"))
+    result = guardian("page", "--config", off)
+    assert result.returncode == 1 and "[page]: enabled = false; set it to true and restart the node" in result.stderr
+
+
+def eventually_text(path: Path) -> str:
+    """The text the browser command wrote (it runs in the background)."""
+    async def written():
+        assert path.exists() and path.read_text()
+        return path.read_text()
+    return trio.run(eventually, written, 10, f"{path} written")
 
 
 def test_the_login_link_works_once_and_becomes_a_strict_httponly_cookie(two):
@@ -274,3 +304,32 @@ def test_custody_refusals_each_name_what_was_wrong(two):
     for page in pages:
         for path in ("/", "/ceremony", "/custody", "/audit"):
             assert PASSPHRASE not in page.get(path).text
+
+
+def test_the_decryption_page_shows_the_session_and_the_decrypted_tally(two):
+    cluster, nodes, session = two
+    base = cluster.base
+
+    async def certified():
+        assert (await nodes[0].request("custody-status"))["certificate"]
+    trio.run(eventually, certified, 30, "the certificate signed by both")
+    record = base / "record"
+    shutil.copytree(nodes[0].dir / "ceremonies" / session, record)
+    (base / "plain.jsonl").write_text("\n".join(plaintext_line(i, p) for i, p in VALID[:2]) + "\n")
+    for args in (("encrypt", "--election", record, "--ballots", base / "plain.jsonl", "--device", "booth-1",
+                  "--out", base / "enc"),
+                 ("ballots", "submit", "--record", record, "--cast", *[base / "enc" / f"{i}.json" for i, _ in VALID[:2]]),
+                 ("tally", "--record", record),
+                 ("decrypt", "--record", record, "--config", nodes[0].config)):
+        result = guardian(*args, timeout=300)
+        assert result.returncode == 0, (args, result.stderr)
+    (done,) = trio.run(nodes[1].request, "decrypt-status")
+    assert done["status"] == "complete" and done["outcome"]["tally"], done
+    page = Browser(nodes[1])
+    page.login()
+    html = page.get("/decryption").text
+    assert f"Session <code>{done['session'][:16]}</code>" in html and "Complete in 1 round(s): present g1, g2" in html
+    for contest, options in done["outcome"]["tally"].items():
+        assert f"<caption>{contest}</caption>" in html
+        for option, count in options.items():
+            assert f'<tr><td>{option}</td><td class="count">{count}</td></tr>' in html, (option, count)
