@@ -49,6 +49,7 @@ SECURITY_HEADERS = [
     (b"cache-control", b"no-store"),
     (b"x-frame-options", b"DENY"),
 ]
+_OURS = {name for name, _ in SECURITY_HEADERS}
 NOT_LOGGED_IN = "not logged in: open the one-time link that `guardian page --config node.toml` prints"
 
 
@@ -69,8 +70,7 @@ class _SecurityHeaders:
     async def __call__(self, scope, receive, send) -> None:
         async def send_with_headers(message) -> None:
             if message["type"] == "http.response.start":
-                names = {name for name, _ in SECURITY_HEADERS}
-                message["headers"] = [h for h in message.get("headers", []) if h[0].lower() not in names] \
+                message["headers"] = [h for h in message.get("headers", []) if h[0].lower() not in _OURS] \
                     + SECURITY_HEADERS
             await send(message)
         await self.app(scope, receive, send_with_headers if scope["type"] == "http" else send)
@@ -214,7 +214,7 @@ class Page:
             shutil.rmtree(directory, ignore_errors=True)
         session.notice = (f"Your key backup was downloaded; its fingerprint is {result['fingerprint']}. Read it aloud "
                           f"and write it down with the copies.")
-        name = re.sub(r"[^A-Za-z0-9._-]", "_", f"{self.control({'cmd': 'status'})['name']}-{result['ceremony'][:16]}")
+        name = re.sub(r"[^A-Za-z0-9._-]", "_", f"{self.config.name}-{result['ceremony'][:16]}")
         return Response(data, media_type="application/octet-stream",
                         headers={"content-disposition": f'attachment; filename="{name}.backup"'})
 

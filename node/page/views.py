@@ -34,7 +34,7 @@ def gather(control: Control) -> dict:
     return {"status": status, "me": status["name"], "ceremonies": ceremonies, "custody": custody,
             "mine": my_steps(custody, status["name"]) if custody else {}, "decryptions": decryptions,
             "expected": expected(status["name"], ceremonies, custody, decryptions),
-            "stage": stage(ceremonies, custody, decryptions)}
+            "stage": stage(status["name"], ceremonies, custody)}
 
 
 def ceremony_list(control: Control) -> list[dict]:
@@ -106,11 +106,11 @@ def expected(me: str, ceremonies: list[dict], custody: dict | None, decryptions:
     return todo
 
 
-def stage(ceremonies: list[dict], custody: dict | None, decryptions: list[dict]) -> str:
-    """A digest of what changes the forms a page offers: when it changes, the page's script reloads it."""
+def stage(me: str, ceremonies: list[dict], custody: dict | None) -> str:
+    """A digest of what changes the forms a page offers: when it changes, the page's script reloads it.
+    The rest (phases, every guardian's marks, the certificate, decryptions) is swapped in part by part."""
     state = [[(c["session"], c["status"], sorted(c["votes"])) for c in ceremonies],
-             custody and (custody["ceremony"], custody["table"], custody["certificate"]),
-             [(d["session"], d["status"]) for d in decryptions]]
+             custody and (custody["ceremony"], custody["status"], sorted(my_steps(custody, me)))]
     return hashlib.sha256(json.dumps(state, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

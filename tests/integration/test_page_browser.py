@@ -167,9 +167,12 @@ def test_seed_000_on_each_guardians_page(browser, tmp_path):
         first = guardians[0]
         first.go("/custody")
         assert marks(first)[last.node.name] == [True, True, True, False]
+        first.front().execute_script("window.notReloaded = true")
         verify_copy(last, browser.downloads, session)
-        # g1's page, open all along, turns g3's last mark green by itself.
-        first.wait_for(lambda d: all_green(first, names), "every guardian's marks green without a reload")
+        # g1's page, open all along, turns g3's last mark green by itself: swapped in, not reloaded.
+        first.wait_for(lambda d: all_green(first, names), "every guardian's marks green")
+        first.wait_text("#custody-complete", "key custody is complete")
+        assert first.front().execute_script("return window.notReloaded") is True
 
         for g in guardians:
             g.go("/custody")
