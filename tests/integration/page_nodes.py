@@ -11,12 +11,12 @@ NO_BROWSER = ("no headless browser here: install one with `apt-get install chrom
               f"(the test drives {CHROMIUM} through {CHROMEDRIVER})")
 
 
-def login_link(node) -> str:
+def login_link(node, scheme: str = "http") -> str:
     """`guardian page --config node.toml`, as the guardian types it: the one-time link it prints."""
     result = guardian("page", "--config", node.config)
     assert result.returncode == 0, result.stderr
     url = result.stdout.strip()
-    assert url.startswith("http://127.0.0.1:") and "/login?token=" in url, url
+    assert url.startswith(f"{scheme}://127.0.0.1:") and "/login?token=" in url, url
     return url
 
 

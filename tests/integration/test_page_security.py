@@ -1,6 +1,7 @@
 """The guardian's page refuses what it must, against the real server of real node processes (n = 2, k = 2).
 
-Loopback by default (and a non-loopback address without HTTPS refused); a login link that works once and
+Loopback by default (and a non-loopback address without HTTPS refused; with cert and key, HTTPS and a
+Secure cookie); a login link that works once and
 becomes an HttpOnly, SameSite=Strict cookie, the browser sent on to an address without the token; a CSRF
 token on every POST; the security headers on every answer; no inline script or style, no third-party
 asset; oversized uploads, another guardian's backup, mismatched or wrong passphrases refused with one
@@ -333,3 +334,32 @@ def test_the_decryption_page_shows_the_session_and_the_decrypted_tally(two):
         assert f"<caption>{contest}</caption>" in html
         for option, count in options.items():
             assert f'<tr><td>{option}</td><td class="count">{count}</td></tr>' in html, (option, count)
+
+
+def test_with_cert_and_key_the_page_is_https_and_its_cookie_secure(cluster):
+    import ssl
+
+    import trustme
+
+    (node,) = cluster.init_nodes(["p1"])
+    cluster.write_roster([node])
+    ca = trustme.CA()
+    leaf = ca.issue_cert("127.0.0.1")
+    leaf.private_key_pem.write_to_path(str(node.dir / "page-key.pem"))
+    leaf.cert_chain_pems[0].write_to_path(str(node.dir / "page-cert.pem"))
+    text = node.config.read_text()
+    plain = 'listen = "127.0.0.1:0"\ncert = ""\nkey = ""'
+    assert plain in text
+    node.config.write_text(text.replace(plain, 'listen = "127.0.0.1:0"\ncert = "page-cert.pem"\nkey = "page-key.pem"'))
+    trio.run(cluster.start, node)
+    link = urlsplit(login_link(node, "https"))
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    connection = http.client.HTTPSConnection(link.hostname, link.port, context=context, timeout=30)
+    try:
+        connection.request("GET", f"{link.path}?{link.query}")
+        answer = Answer(connection.getresponse())
+    finally:
+        connection.close()
+    assert answer.status == 303
+    assert "secure" in {a.strip().lower() for a in answer.headers["set-cookie"].split(";")[1:]}
