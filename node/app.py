@@ -3,9 +3,10 @@
   Custody       key backups, custody steps, the certificate          (node/services/custody.py)
   Ceremonies    proposals, votes, the key ceremony                   (node/services/ceremonies.py)
   Decryptions   decryption sessions                                  (node/services/decryptions.py)
-each behind its own port on one Node (node/daemon/node.py), with /metrics (node/metrics.py) when
-[metrics] listen is set. Rehearsals swap in misbehaving guardians through `Guardians`
-(node/testing/adversary.py); the node guardians run uses the honest ones.
+each behind its own port on one Node (node/daemon/node.py), with the guardian's page (node/page/)
+among the node's servers when [page] is enabled, and /metrics (node/metrics.py) when [metrics] listen
+is set. Rehearsals swap in misbehaving guardians through `Guardians` (node/testing/adversary.py); the
+node guardians run uses the honest ones.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from node.config import NodeConfig, Roster
 from node.daemon.node import Node
 from node.identity import Identity
 from node.metrics import ServicesCollector, metrics_server
+from node.page.app import install as install_page
 from node.services import ceremonies, decryptions
 from node.services.ceremonies import Ceremonies
 from node.services.custody import Custody
@@ -59,4 +61,6 @@ def build(config: NodeConfig, roster: Roster, identity: Identity, db: NodeDataba
     node.metrics.registry.register(ServicesCollector(ceremony, decryption))
     if config.metrics_host is not None:
         node.servers["metrics"] = metrics_server(node.metrics.registry, config.metrics_host, config.metrics_port)
+    if config.page_enabled:
+        install_page(node)
     return App(node, custody, ceremony, decryption)

@@ -1,4 +1,4 @@
-"""`guardian init`, `guardian roster entry|show`, `guardian run`, `guardian status`."""
+"""`guardian init`, `guardian roster entry|show`, `guardian run`, `guardian status`, `guardian page`."""
 
 from __future__ import annotations
 
@@ -65,6 +65,12 @@ def register(sub) -> dict:
     status.add_argument("--json", action="store_true", help="machine-readable output")
     _add_watch_option(status)
 
+    page = sub.add_parser("page", help="a one-time login link to the guardian's page on the running node",
+                          description="Prints a link that logs this machine's browser into the guardian's page "
+                                      "served by the running node ([page] in node.toml). The link works once.")
+    add_config_option(page)
+    page.add_argument("--open", action="store_true", help="open the link in the default browser")
+
     ceremony = sub.add_parser("ceremony", help="the key ceremony: propose, show, accept, reject, status")
     actions = ceremony.add_subparsers(dest="action", metavar="ACTION")
     propose = actions.add_parser("propose", help="propose an election config to every guardian")
@@ -85,7 +91,7 @@ def register(sub) -> dict:
     for p in (show_c, accept, reject):
         p.add_argument("session", nargs="?", default=None, help="the ceremony's hash or a prefix of it")
     return {"init": init_node, "roster": {"entry": roster_entry, "show": roster_show}, "run": run_node,
-            "status": node_status,
+            "status": node_status, "page": node_page,
             "ceremony": {"propose": ceremony_propose, "show": ceremony_show, "accept": ceremony_accept,
                          "reject": ceremony_reject, "status": ceremony_status}}
 
@@ -261,6 +267,21 @@ def node_status(args: argparse.Namespace) -> int:
     return _repeat(args, lambda: _show(args, "status", _show_status))
 
 
+def node_page(args: argparse.Namespace) -> int:
+    config = load_node_config(args.config)
+    if not config.page_enabled:
+        raise InputError(f"{config.path} [page]: enabled = false; set it to true and restart the node")
+    url = _control(args, {"cmd": "page-login"})["url"]
+    print(url)
+    print("This link logs you in once, from this machine; `guardian page` again gives a new one.", file=sys.stderr)
+    if args.open:
+        import webbrowser
+
+        if not webbrowser.open(url):
+            raise InputError("no browser could be started here: open the link above by hand")
+    return 0
+
+
 def _show(args: argparse.Namespace, command: str, as_text) -> None:
     """One frame of a status command: the node's answer as JSON, or as text for a person."""
     result = _control(args, {"cmd": command})
@@ -275,6 +296,8 @@ def _show_status(args: argparse.Namespace, status: dict) -> None:
           f"fingerprint {status['fingerprint']}")
     print(f"listening on {status['listen']}; up {_duration(status['uptime_seconds'])}; "
           f"inbox {_count(status['inbox'], 'message')}, outbox {_count(status['outbox'], 'message')}")
+    for name, where in status["serving"].items():
+        print(f"{name} at {where}" + ("  (log in with `guardian page`)" if name == "page" else ""))
     print()
     peers = status["peers"]
     width = max([len(p["name"]) for p in peers] + [4])

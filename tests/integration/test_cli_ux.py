@@ -155,14 +155,16 @@ def test_node_status_is_a_table(three):
     assert lines[0] == f"node g1, guardian 1 of 3, fingerprint {g1.fingerprint}"
     assert re.fullmatch(rf"listening on 127\.0\.0\.1:{g1.port}; up [0-9.]+ (s|min [0-9]+ s); "
                         r"inbox \d+ messages?, outbox \d+ messages?", lines[1]), lines[1]
-    assert re.fullmatch(r"\s+#\s+peer\s+state\s+last seen\s+links\s+refused frames", lines[3]), text
-    for row, peer in zip(lines[4:6], (g2, g3)):
+    assert re.fullmatch(r"page at http://127\.0\.0\.1:\d+/  \(log in with `guardian page`\)", lines[2]), lines[2]
+    assert re.fullmatch(r"\s+#\s+peer\s+state\s+last seen\s+links\s+refused frames", lines[4]), text
+    for row, peer in zip(lines[5:7], (g2, g3)):
         assert re.fullmatch(rf"\s+{peer.sequence}\s+{peer.name}\s+connected\s+[0-9.]+ s ago\s+\d+\s+none", row), text
     assert "0000000000000000" not in text and "sessions: node" not in text
     assert "sessions: none" in text
     machine = json.loads(ok("status", "--config", g1.config, "--json").stdout)
     assert {"name", "sequence", "guardians", "fingerprint", "listen", "uptime_seconds", "peers", "other_refusals",
             "sessions", "inbox", "outbox"} <= set(machine)
+    assert machine["serving"]["page"] == lines[2].split()[2]
 
 
 def frames_of(command: list, count: int, stop_after: float = 60) -> tuple[str, str, int]:

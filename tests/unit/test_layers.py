@@ -8,6 +8,7 @@
   node.verifier                        the record's verifier
   node.services                        ceremonies, decryptions, custody behind the port
   node.daemon                          links, listener, control socket: knows services only by the port
+  node.page                            the guardian's page, at the edge: calls the node's control commands
   node.app, node.metrics               the one place that wires services to the daemon, and /metrics
                                        (which reads both)
   node.cli                             every subcommand
@@ -31,6 +32,7 @@ LAYERS = [
     ("node.verifier",),
     ("node.services",),
     ("node.daemon",),
+    ("node.page",),
     ("node.app", "node.metrics"),
     ("node.cli",),
     ("node.testing",),
