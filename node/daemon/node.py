@@ -45,6 +45,7 @@ from node.protocol import link as frames
 from node.protocol.envelope import NODE_SESSION, Envelope, EnvelopeError, seal_envelope
 from node.protocol.handshake import DIALER, LISTENER, Handshake, HandshakeError, LinkError
 from node.protocol.inbound import Equivocation, InboundFilter
+from node.protocol.quota import Limits, Quota
 from node.protocol.waiting import SILENT_HEARTBEATS, LinkView
 from node.services.port import Outgoing, Port, Service
 from node.storage.db import NodeDatabase
@@ -208,6 +209,8 @@ class Node:
         self.filter = InboundFilter(frozenset(e.public_key for e in roster.entries), identity.public_key,
                                     config.max_frame_bytes, {NODE_SESSION}, {NODE_SESSION: frozenset({"note"})})
         self.filter.remember(db.inbox())
+        self.quota = Quota(Limits(config.peer_burst_bytes, config.peer_bytes_per_second, config.peer_burst_messages,
+                                  config.peer_messages_per_second, config.peer_open_sessions))
         self.services: list[Service] = []
         self._node_types: dict[str, Service] = {}
         self._session_owner: dict[bytes, Service] = {}
@@ -543,6 +546,8 @@ class Node:
             if not (relayed and e.reason in ("replay", "own message", "unknown session")):
                 self._refuse(via, e)
             return
+        if self._over_quota(envelope, len(frame)):
+            return
         self.db.accept(envelope, via, direct=not relayed)
         sender = self.roster.by_key(envelope.sender)
         log.info("accepted %s seq %d from %s", envelope.type, envelope.seq, sender.name if sender else "?")
@@ -561,6 +566,17 @@ class Node:
                     owner.on_session_message(envelope)
         except GuardianError as e:
             log.warning("message %s from %s not acted on: %s", envelope.type, via, e)
+
+    def _over_quota(self, envelope: Envelope, size: int) -> bool:
+        """Charge an envelope to its signer's quota (node/protocol/quota.py); if over it, count the refusal
+        against the signer and forget the envelope, which is taken if it comes again within the quota."""
+        why = self.quota.admit(envelope.sender, envelope.session, size, trio.current_time(),
+                               self.filter.sessions.__contains__)
+        if why is None:
+            return False
+        self.filter.forget(envelope)
+        self.refuse(self.roster.by_key(envelope.sender).name, "quota", why)
+        return True
 
     def _refuse(self, peer: str, error: EnvelopeError) -> None:
         self.refuse(peer, error.reason, error.detail, f"refused a frame from {peer}: {error}")

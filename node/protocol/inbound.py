@@ -42,6 +42,11 @@ class InboundFilter:
             self._seen.add(e.digest)
             self._by_seq[(e.sender, e.seq)] = e.digest
 
+    def forget(self, envelope: Envelope) -> None:
+        """Undo the check of an envelope that was not stored after all, so that it is taken when it comes again."""
+        self._seen.discard(envelope.digest)
+        self._by_seq.pop((envelope.sender, envelope.seq), None)
+
     def check(self, frame: bytes) -> Envelope:
         envelope = decode_envelope(frame, self.max_frame_bytes)        # oversized, malformed, unsigned
         if envelope.sender not in self.roster_keys:
