@@ -29,6 +29,7 @@ from node.identity import Identity, encode_public_key, fingerprint
 from node.protocol.envelope import EnvelopeError, decode_envelope
 from node.protocol.handshake import DIALER, Handshake
 from node.storage.db import NodeDatabase
+from node.testing.processes import set_config
 
 
 class EchoNode(Node):
@@ -62,10 +63,11 @@ class EchoNode(Node):
         event.set()
 
 
-def echo_nodes(root: Path, members: list[tuple[int, str, Identity, str | None]]) -> tuple[list[EchoNode],
-                                                                                     list[NodeDatabase]]:
+def echo_nodes(root: Path, members: list[tuple[int, str, Identity, str | None]],
+               **settings) -> tuple[list[EchoNode], list[NodeDatabase]]:
     """An EchoNode for each member (sequence, name, identity, listen address) that has a listen address,
-    each with its own directory under `root`, and one roster of every member. A member without a listen
+    each with its own directory under `root` and node.toml (the defaults, but `settings`), and one roster
+    of every member. A member without a listen
     address is played by someone else; it, and a node on port 0 (any free port), are in the roster at an
     address that never answers (port `sequence`, below 1024): they dial, they are not dialled."""
     def address(seq: int, listen: str | None) -> str:
@@ -81,6 +83,7 @@ def echo_nodes(root: Path, members: list[tuple[int, str, Identity, str | None]])
         directory.mkdir()
         (directory / "roster.toml").write_text(roster)
         (directory / "node.toml").write_text(NODE_TOML.format(name=name, listen=listen, advertise=f"ws://{listen}"))
+        set_config(directory / "node.toml", **settings)
         config = load_node_config(directory / "node.toml")
         stores.append(NodeDatabase(directory))
         nodes.append(EchoNode(config, load_roster(config.roster_file), ident, stores[-1]))
@@ -101,7 +104,9 @@ async def _run(messages: int, rounds: int) -> dict:
     a_id, b_id = Identity.generate(), Identity.generate()
     # Node b listens on a port chosen by the OS; node a (sequence 1) dials it.
     port = await free_port()
-    nodes, stores = echo_nodes(root, [(1, "bench1", a_id, "127.0.0.1:0"), (2, "bench2", b_id, f"127.0.0.1:{port}")])
+    # The throughput is the wire's: more notes at once than any peer's quota stores of protocol messages.
+    nodes, stores = echo_nodes(root, [(1, "bench1", a_id, "127.0.0.1:0"), (2, "bench2", b_id, f"127.0.0.1:{port}")],
+                               peer_burst_messages=max(1000, 2 * (messages + rounds)))
     try:
         return await _measure(nodes, port, a_id, b_id, messages, rounds)
     finally:
