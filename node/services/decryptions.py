@@ -674,9 +674,7 @@ class Decryptions(Service):
         now = self.port.now()
         names = self._names()
         out = []
-        for d in self.port.db.decryptions():
-            if session is not None and d["session"].hex() != session:
-                continue
+        for d in self.port.db.decryptions() if session is None else self._named(session):
             entry = {"session": d["session"].hex(), "status": d["status"], "requester": d["requester"],
                      "outcome": d["outcome"]}
             try:
@@ -695,6 +693,14 @@ class Decryptions(Service):
                     entry.update(self._round_status(snap, run.transcript.policy, now, names, self._links()))
             out.append(entry)
         return out
+
+    def _named(self, session: str) -> list[dict]:
+        """The session of this full hash, by the primary key (`guardian decrypt` polls it): [] if none."""
+        try:
+            row = self.port.db.decryption(bytes.fromhex(session))
+        except ValueError:
+            row = None
+        return [row] if row is not None else []
 
     def _round_status(self, snap: Snapshot, policy, now: float, names: dict[int, str],
                       links: Mapping[int, LinkView]) -> dict:
