@@ -132,6 +132,9 @@ def main() -> int:
     links.add_argument("--rounds", type=int, default=50,
                        help="handshakes and round trips, each (default 50)")
     links.add_argument("--json", action="store_true", help="only the JSON object")
+    flood = sub.add_parser("flood", help="honest round trip between two nodes, idle and while a third guardian floods")
+    flood.add_argument("--rounds", type=int, default=50, help="round trips, idle and flooded, each (default 50)")
+    flood.add_argument("--json", action="store_true", help="only the JSON object")
     ceremony = sub.add_parser("ceremony", help="the key ceremony across n guardian run processes on loopback")
     ceremony.add_argument("--nodes", type=int, default=5, help="guardians n (default 5)")
     ceremony.add_argument("--quorum", type=int, default=3, help="quorum k (default 3)")
@@ -160,6 +163,9 @@ def main() -> int:
     elif args.suite == "ceremony":
         from bench.ceremony import bench_ceremony
         result = bench_ceremony(args.nodes, args.quorum, manifest=args.manifest)
+    elif args.suite == "flood":
+        from bench.flood import bench_flood
+        result = bench_flood(args.rounds)
     elif args.suite == "links":
         from bench.links import bench_links
         result = bench_links(args.messages, args.rounds)

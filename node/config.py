@@ -46,6 +46,15 @@ heartbeat_seconds = 5.0
 # A peer that starts calls this node, which then dials it at once, whatever its backoff.
 redial_initial_seconds = 0.5
 redial_max_seconds = 30.0
+# What this node stores of each peer's messages (the rest is refused as "quota", and counted): bytes and
+# messages at once, and each second after; sessions not opened here yet whose messages are kept; and
+# ceremony proposals and decryption requests of one peer pending (or invalid) at a time.
+peer_burst_bytes = 16777216
+peer_bytes_per_second = 262144
+peer_burst_messages = 1000
+peer_messages_per_second = 20.0
+peer_open_sessions = 8
+peer_pending = 8
 
 [tls]
 # Optional TLS (wss://) around the already encrypted link, for operators who want it.
@@ -69,6 +78,8 @@ source = "prompt"
 timeout_seconds = 30.0
 # Processes that verify the record before this node decrypts anything (0: every core).
 verify_workers = 0
+# Seconds a decryption request's record may take to arrive; past it, the session fails.
+fetch_timeout_seconds = 600.0
 # Whether this node takes part in a rehearsal decryption (`guardian decrypt --rehearsal`), one whose
 # ceremony has no certificate of every guardian's key custody. Never true for a real election.
 allow_rehearsal = false
@@ -147,6 +158,13 @@ class NodeConfig:
     page_key: Path | None = None
     metrics_host: str | None = None          # None: no metrics endpoint
     metrics_port: int = 0
+    peer_burst_bytes: int = 16 * 2**20
+    peer_bytes_per_second: float = 262144.0
+    peer_burst_messages: int = 1000
+    peer_messages_per_second: float = 20.0
+    peer_open_sessions: int = 8
+    peer_pending: int = 8
+    fetch_timeout_seconds: float = 600.0
 
 
 def _load_toml(path: Path) -> dict:
@@ -196,11 +214,13 @@ def default_advertise(host: str, port: int) -> str:
 _SECTIONS = {
     "node": {"name", "data_dir", "listen", "advertise"},
     "roster": {"file"},
-    "network": {"max_frame_bytes", "heartbeat_seconds", "redial_initial_seconds", "redial_max_seconds"},
+    "network": {"max_frame_bytes", "heartbeat_seconds", "redial_initial_seconds", "redial_max_seconds",
+                "peer_burst_bytes", "peer_bytes_per_second", "peer_burst_messages", "peer_messages_per_second",
+                "peer_open_sessions", "peer_pending"},
     "tls": {"cert", "key", "ca"},
     "control": {"socket"},
     "passphrase": {"source"},
-    "decryption": {"timeout_seconds", "verify_workers", "allow_rehearsal"},
+    "decryption": {"timeout_seconds", "verify_workers", "allow_rehearsal", "fetch_timeout_seconds"},
     "page": {"enabled", "listen", "cert", "key"},
     "metrics": {"listen"},
 }
@@ -253,6 +273,20 @@ def load_node_config(path: Path) -> NodeConfig:
         raise ConfigError(f"{where}: max_frame_bytes must be between 1 KiB and 64 MiB")
     if not 0.05 <= heartbeat <= 3600 or not 0.01 <= initial <= maximum <= 3600:
         raise ConfigError(f"{where}: heartbeat and re-dial times must be positive, initial <= max")
+    burst_bytes = _get(net, "peer_burst_bytes", int, where, 16 * 2**20)
+    bytes_rate = _get(net, "peer_bytes_per_second", float, where, 262144.0)
+    burst_messages = _get(net, "peer_burst_messages", int, where, 1000)
+    messages_rate = _get(net, "peer_messages_per_second", float, where, 20.0)
+    open_sessions = _get(net, "peer_open_sessions", int, where, 8)
+    pending = _get(net, "peer_pending", int, where, 8)
+    if not max_frame <= burst_bytes <= 2**40:
+        raise ConfigError(f"{where}: peer_burst_bytes must be at least max_frame_bytes ({max_frame}): "
+                          f"a frame that size could never be stored")
+    if not 0 < bytes_rate <= 2**40 or not 0 < messages_rate <= 1e6:
+        raise ConfigError(f"{where}: peer_bytes_per_second and peer_messages_per_second must be positive")
+    if not 1 <= burst_messages <= 10**7 or not 1 <= open_sessions <= 4096 or not 1 <= pending <= 4096:
+        raise ConfigError(f"{where}: peer_burst_messages must be 1..10000000, peer_open_sessions and "
+                          f"peer_pending 1..4096")
     tls = doc["tls"]
     tls_paths = []
     for key in ("cert", "key", "ca"):
@@ -274,6 +308,9 @@ def load_node_config(path: Path) -> NodeConfig:
     if not 1 <= timeout <= 86400 or not 0 <= workers <= 1024:
         raise ConfigError(f"{where}: timeout_seconds must be 1..86400 and verify_workers 0..1024")
     rehearsal = _get(dec, "allow_rehearsal", bool, where, False)
+    fetch_timeout = _get(dec, "fetch_timeout_seconds", float, where, 600.0)
+    if not 1 <= fetch_timeout <= 7 * 86400:
+        raise ConfigError(f"{where}: fetch_timeout_seconds must be 1..604800")
     page = doc["page"]
     where = f"{path} [page]"
     page_enabled = _get(page, "enabled", bool, where, True)
@@ -292,7 +329,8 @@ def load_node_config(path: Path) -> NodeConfig:
     return NodeConfig(path, name, data_dir, host, port, advertise, roster_file, max_frame, heartbeat, initial,
                       maximum, tls_paths[0], tls_paths[1], tls_paths[2], socket, source, timeout, workers,
                       rehearsal, page_enabled, page_host, page_port, page_tls[0], page_tls[1], metrics_host,
-                      metrics_port)
+                      metrics_port, burst_bytes, bytes_rate, burst_messages, messages_rate, open_sessions, pending,
+                      fetch_timeout)
 
 
 def load_roster(path: Path) -> Roster:

@@ -21,7 +21,7 @@ ACTIONS = PROCESS_ACTIONS + LINK_ACTIONS + NODE_LINK_ACTIONS
 CEREMONY_PHASES = ("keys", "echo", "shares", "check", "complaints", "result")
 WHEN = (("start",) + tuple(f"ceremony:{p}" for p in CEREMONY_PHASES) + ("custody", "ballots", "decryption:start")
         + tuple(f"decryption:{s}" for s in ("shares", "commitments", "responses", "stalled")))
-BEHAVIOURS = ("bad-share", "equivocate", "bad-proof", "wrong-decryption", "replay", "garbage-frames")
+BEHAVIOURS = ("bad-share", "equivocate", "bad-proof", "wrong-decryption", "replay", "garbage-frames", "flood")
 CEREMONY_OUTCOMES = ("complete", "aborted", "refused")
 DECRYPTION_OUTCOMES = ("complete", "stalled", "refused", "none")
 

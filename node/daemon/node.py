@@ -46,6 +46,7 @@ from node.protocol import link as frames
 from node.protocol.envelope import NODE_SESSION, Envelope, EnvelopeError, seal_envelope
 from node.protocol.handshake import DIALER, LISTENER, Handshake, HandshakeError, LinkError
 from node.protocol.inbound import Equivocation, InboundFilter
+from node.protocol.quota import Limits, Quota
 from node.protocol.waiting import SILENT_HEARTBEATS, LinkView
 from node.services.port import Outgoing, Port, Service
 from node.daemon import crash_points
@@ -88,6 +89,10 @@ class PeerState:
         if self.connection is not None:
             return "connected"
         return "dialing" if self.dialing else "disconnected"
+
+
+class OverQuota(Exception):
+    """A peer's own envelope over its signer's quota: the link closes, so nothing after it is taken."""
 
 
 class Connection:
@@ -215,6 +220,8 @@ class Node:
         self.filter = InboundFilter(frozenset(e.public_key for e in roster.entries), identity.public_key,
                                     config.max_frame_bytes, {NODE_SESSION}, {NODE_SESSION: frozenset({"note"})})
         self.filter.remember(db.inbox())
+        self.quota = Quota(Limits(config.peer_burst_bytes, config.peer_bytes_per_second, config.peer_burst_messages,
+                                  config.peer_messages_per_second, config.peer_open_sessions))
         self.services: list[Service] = []
         self._node_types: dict[str, Service] = {}
         self._session_owner: dict[bytes, Service] = {}
@@ -589,6 +596,9 @@ class Node:
                         # drops meanwhile, when the peer sends it again from our cursor).
                         self._on_disk_full(e)
                         await self._space_back.wait()
+                    except OverQuota:
+                        scope.cancel()
+                        return
             elif isinstance(event, frames.Sync):
                 own = self.db.highest_own_seq()
                 if event.since > own:
@@ -632,6 +642,13 @@ class Node:
             if not (relayed and e.reason in ("replay", "own message", "unknown session")):
                 self._refuse(via, e)
             return
+        if self._over_quota(envelope, len(frame)):
+            if not relayed:
+                # Taking a later envelope of this signer would move its cursor past this one: close the
+                # link instead, and the peer sends again from the cursor when it is back (a relayed copy
+                # moves no cursor: its sender's own link brings it).
+                raise OverQuota(via)
+            return
         # A session's messages are applied by replaying its log at start; a node-session message is
         # replayed until marked applied.
         self.db.accept(envelope, via, direct=not relayed, applied=envelope.session != NODE_SESSION)
@@ -666,6 +683,16 @@ class Node:
             return False
         except GuardianError as e:
             log.warning("message %s from %s not acted on: %s", envelope.type, via, e)
+        return True
+
+    def _over_quota(self, envelope: Envelope, size: int) -> bool:
+        """Charge an envelope to its signer's quota (node/protocol/quota.py); if over it, count the refusal
+        against the signer; the envelope is not marked seen, so it is taken if it comes again within the quota."""
+        why = self.quota.admit(envelope.sender, envelope.session, size, trio.current_time(),
+                               self.filter.sessions.__contains__)
+        if why is None:
+            return False
+        self.refuse(self.roster.by_key(envelope.sender).name, "quota", why)
         return True
 
     def _refuse(self, peer: str, error: EnvelopeError) -> None:

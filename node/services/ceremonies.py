@@ -170,7 +170,10 @@ class Ceremonies(Service):
                 config, status, outcome = None, "invalid", {"reason": str(e)[:300]}
                 log.warning("invalid ceremony proposal from %s: %s", sender, e)
             if isinstance(data, bytes):
-                self.port.db.add_ceremony(hashlib.sha256(data).digest(), data, sender, status, outcome)
+                session = hashlib.sha256(data).digest()
+                if self._ceremony(session) is None and not self._room_for(sender, status):
+                    return
+                self.port.db.add_ceremony(session, data, sender, status, outcome)
                 if config is not None:
                     self._listen(config.session)
                     self.custody.check_finished(config.session)     # a replayed proposal of a finished one
@@ -184,6 +187,17 @@ class Ceremonies(Service):
         else:
             why = body.get("why") if isinstance(body.get("why"), str) else ""
             self._record_vote(session, sender, "reject", why)
+
+    def _room_for(self, proposer: str, status: str) -> bool:
+        """A peer's proposals open for votes, and its invalid ones, are kept up to [network] peer_pending each."""
+        held, most = self.port.db.held_from("ceremonies", proposer, status), self.port.config.peer_pending
+        if held < most:
+            return True
+        if self.port.db.refuse(proposer, "quota", f"{held} ceremony proposals of {proposer} {status} already "
+                                                  f"(peer_pending {most}): another is not kept"):
+            log.warning("a ceremony proposal from %s not kept: %d of its proposals are %s already", proposer, held,
+                        status)
+        return False
 
     def _record_vote(self, session: bytes, guardian: str, vote: str, why: str) -> None:
         self.port.db.vote(session, guardian, vote, why)
@@ -230,9 +244,7 @@ class Ceremonies(Service):
         if (previous.election, previous.manifest.canonical_bytes()) != (config.election,
                                                                         config.manifest.canonical_bytes()):
             raise InputError("a replacing ceremony must be for the same election (name and manifest)")
-        used = [d for d in self.port.db.decryptions() if d["status"] != "invalid"
-                and parse_request_ceremony(d["request"]) == config.replaces]
-        if used:
+        if self.port.db.decryptions_of(config.replaces):
             raise InputError(f"the keys of ceremony {config.replaces.hex()[:16]} were already asked to decrypt: "
                              f"voting is over, they can no longer be replaced")
 
@@ -373,34 +385,23 @@ class Ceremonies(Service):
         return [name for name, have in steps if i in have]
 
     def show(self, session_hex: str | None) -> dict:
-        records = self.port.db.ceremonies()
-        if session_hex:
-            records = [c for c in records if c["session"].hex().startswith(session_hex.lower())]
-        if not records:
+        sessions = self.port.db.ceremony_sessions(session_hex or "")
+        if not sessions:
             raise InputError("no such ceremony proposal")
-        c = records[-1]
+        c = self._ceremony(sessions[-1])
         return {"session": c["session"].hex(), "status": c["status"], "proposer": c["proposer"],
                 "config": json.loads(c["config"]), "votes": self.port.db.votes(c["session"])}
 
     def _session(self, session_hex: str | None, status: str = "proposed") -> bytes:
         wanted = status if not session_hex or status != "proposed" else None
-        records = [c for c in self.port.db.ceremonies(wanted)
-                   if not session_hex or c["session"].hex().startswith(session_hex.lower())]
-        if len(records) != 1:
+        sessions = self.port.db.ceremony_sessions(session_hex or "", wanted)
+        if len(sessions) != 1:
             raise InputError(f"name the {status} ceremony by (a prefix of) its hash: "
-                             + (", ".join(c["session"].hex()[:16] for c in records) or f"none {status}"))
-        return records[0]["session"]
+                             + (", ".join(s.hex()[:16] for s in sessions) or f"none {status}"))
+        return sessions[0]
 
     def _ceremony(self, session: bytes) -> dict | None:
         return self.port.db.ceremony(session)
-
-
-def parse_request_ceremony(data: bytes) -> bytes | None:
-    """The ceremony a stored decryption request names (None if unreadable)."""
-    try:
-        return bytes.fromhex(json.loads(data)["ceremony"])
-    except (ValueError, KeyError, TypeError):
-        return None
 
 
 def _short(data: bytes) -> str:

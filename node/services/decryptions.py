@@ -26,6 +26,7 @@ import logging
 import re
 import secrets
 import sys
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Mapping
@@ -82,9 +83,10 @@ class Session:
     """One decryption session on this node (its status is the database's)."""
 
     def __init__(self, session: bytes, request: DecryptionRequest, requester: str, record_dir: str | None,
-                 started: float) -> None:
+                 started: float, fetch_deadline: float) -> None:
         self.session, self.request, self.requester, self.record_dir = session, request, requester, record_dir
         self.started = started
+        self.fetch_deadline = fetch_deadline     # the node's clock: past it, a copy still fetching fails
         self.needed: dict[bytes, list[str]] | None = None      # digest -> paths in the copy, once the index is in
         self.checked: Checked | None = None
         self.transcript: DecryptionTranscript | None = None
@@ -154,13 +156,17 @@ class Decryptions(Service):
             if (copy / layout.INDEX).exists():
                 self._serve_copy(copy)
             if d["status"] in ACTIVE:
-                self._begin(d["session"], request, d["requester"], d["record_dir"])
+                # Its fetching deadline counts from the request, across restarts.
+                self._begin(d["session"], request, d["requester"], d["record_dir"], time.time() - d["created"])
 
     def _listen(self, session: bytes) -> None:
         self.port.accept_session(session, MESSAGE_TYPES)
 
-    def _begin(self, session: bytes, request: DecryptionRequest, requester: str, record_dir: str | None) -> None:
-        run = Session(session, request, requester, record_dir, self.port.now())
+    def _begin(self, session: bytes, request: DecryptionRequest, requester: str, record_dir: str | None,
+               age: float = 0.0) -> None:
+        now = self.port.now()
+        run = Session(session, request, requester, record_dir, now,
+                      now + self.port.config.fetch_timeout_seconds - max(0.0, age))
         self.sessions[session] = run
         self.port.start_task(self._guarded, run)
 
@@ -267,14 +273,39 @@ class Decryptions(Service):
                 raise InputError("the request names another guardian as its coordinator than its sender")
         except GuardianError as e:
             log.warning("invalid decryption request from %s: %s", sender, e)
-            if isinstance(data, bytes):
+            if isinstance(data, bytes) and self._room_for(sender, "invalid"):
                 self.port.db.add_decryption(hashlib.sha256(data).digest(), data, sender, "invalid",
                                             {"reason": str(e)[:300]})
             return
         session = request.session
+        if self.port.db.decryption(session) is not None:
+            return            # a request again: its session is under way or over
+        ceremony = self.port.db.ceremony(request.ceremony)
+        if ceremony is None or ceremony["status"] != "complete":
+            # Before it opens a session: a request naming no ceremony this node completed can never proceed.
+            if self.port.db.refuse(sender, "unknown ceremony", f"request {session.hex()[:16]} names ceremony "
+                                   f"{request.ceremony.hex()[:16]}, which this node has not completed"):
+                log.warning("decryption request from %s refused: its ceremony %s is not one this node completed",
+                            sender, request.ceremony.hex()[:16])
+            return
+        if not self._room_for(sender, ACTIVE):
+            return
         if self.port.db.add_decryption(session, data, sender, "fetching", {}):
             self._listen(session)
             self._begin(session, request, sender, None)
+
+    def _room_for(self, requester: str, status: str | tuple[str, ...]) -> bool:
+        """A peer's decryption requests under way, and its invalid ones, are kept up to [network] peer_pending
+        each."""
+        held, most = self.port.db.held_from("decryptions", requester, status), self.port.config.peer_pending
+        if held < most:
+            return True
+        said = status if isinstance(status, str) else "under way"
+        if self.port.db.refuse(requester, "quota", f"{held} decryption requests of {requester} {said} already "
+                                                   f"(peer_pending {most}): another is not kept"):
+            log.warning("a decryption request from %s not kept: %d of its requests are %s already", requester, held,
+                        said)
+        return False
 
     def on_session_message(self, envelope: Envelope) -> None:
         run = self.sessions.get(envelope.session)
@@ -348,6 +379,15 @@ class Decryptions(Service):
             data = (copy / layout.INDEX).read_bytes()
             if hashlib.sha256(data).digest() == run.request.record:
                 self._store(run, run.request.record, data)
+        with trio.move_on_at(run.fetch_deadline):
+            await self._fetch_files(run)
+            self._serve_copy(copy)
+            return
+        missing = "its index" if run.needed is None else f"{len(run.needed)} of its files"
+        raise InputError(f"the record did not arrive within {self.port.config.fetch_timeout_seconds:g} s of the "
+                         f"request ([decryption] fetch_timeout_seconds): {missing} never came from any peer")
+
+    async def _fetch_files(self, run: Session) -> None:
         while run.needed is None or run.needed:
             if run.fetch_error:
                 raise PolicyRefusal(run.fetch_error)
@@ -364,7 +404,6 @@ class Decryptions(Service):
                 await self.port.want(sequence, wanted)
             with trio.move_on_after(FETCH_RETRY_SECONDS):
                 await wake.wait()
-        self._serve_copy(copy)
 
     def _peers_first(self, name: str) -> list[int]:
         """The linked peers, the requester (which has every file) first."""
@@ -635,9 +674,7 @@ class Decryptions(Service):
         now = self.port.now()
         names = self._names()
         out = []
-        for d in self.port.db.decryptions():
-            if session is not None and d["session"].hex() != session:
-                continue
+        for d in self.port.db.decryptions() if session is None else self._named(session):
             entry = {"session": d["session"].hex(), "status": d["status"], "requester": d["requester"],
                      "outcome": d["outcome"]}
             try:
@@ -656,6 +693,14 @@ class Decryptions(Service):
                     entry.update(self._round_status(snap, run.transcript.policy, now, names, self._links()))
             out.append(entry)
         return out
+
+    def _named(self, session: str) -> list[dict]:
+        """The session of this full hash, by the primary key (`guardian decrypt` polls it): [] if none."""
+        try:
+            row = self.port.db.decryption(bytes.fromhex(session))
+        except ValueError:
+            row = None
+        return [row] if row is not None else []
 
     def _round_status(self, snap: Snapshot, policy, now: float, names: dict[int, str],
                       links: Mapping[int, LinkView]) -> dict:

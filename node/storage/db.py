@@ -256,6 +256,9 @@ class NodeDatabase:
         self._db.execute("CREATE UNIQUE INDEX IF NOT EXISTS outbox_relayed ON outbox (relayed)")
         self._db.execute("CREATE INDEX IF NOT EXISTS ceremonies_status ON ceremonies (status, created)")
         self._db.execute("CREATE INDEX IF NOT EXISTS decryptions_status ON decryptions (status, created)")
+        # A session's log is read when it starts or resumes: by index, however full the inbox.
+        self._db.execute("CREATE INDEX IF NOT EXISTS inbox_session ON inbox (session)")
+        self._db.execute("CREATE INDEX IF NOT EXISTS outbox_session ON outbox (session)")
 
     # --- rows sealed at rest ----------------------------------------------------------------------
 
@@ -432,6 +435,32 @@ class NodeDatabase:
         where, args = _with_status(status)
         rows = self._db.execute(f"SELECT {DECRYPTION_COLUMNS}, mac FROM decryptions{where} ORDER BY created", args)
         return [self._checked("decryptions", r) for r in rows.fetchall()]
+
+    # --- lookups by index: a peer's proposals or requests never make a hot path read a whole table ---------
+
+    def ceremony_sessions(self, prefix: str = "", status: str | Collection[str] | None = None) -> list[bytes]:
+        """The sessions of the ceremonies whose hash starts with the hex `prefix`, in the order they were stored."""
+        digits = prefix.lower()
+        if len(digits) > 64 or digits.strip("0123456789abcdef"):
+            return []
+        where, args = _with_status(status)
+        where = (where + " AND" if where else " WHERE") + " session BETWEEN ? AND ?"
+        low, high = (bytes.fromhex(digits + fill * (64 - len(digits))) for fill in "0f")
+        rows = self._db.execute(f"SELECT session FROM ceremonies{where} ORDER BY created", (*args, low, high))
+        return [bytes(r[0]) for r in rows.fetchall()]
+
+    def held_from(self, table: str, peer: str, status: str | Collection[str]) -> int:
+        """How many ceremonies (proposed by) or decryptions (requested by) `peer` have the status given."""
+        column = {"ceremonies": "proposer", "decryptions": "requester"}[table]
+        where, args = _with_status(status)
+        return self._db.execute(f"SELECT COUNT(*) FROM {table}{where} AND {column} = ?", (*args, peer)).fetchone()[0]
+
+    def decryptions_of(self, ceremony: bytes) -> int:
+        """How many decryptions, other than invalid ones, ask for the keys of `ceremony` (a valid request is
+        canonical JSON: its ceremony field reads exactly so)."""
+        field = b'"ceremony":"' + ceremony.hex().encode() + b'"'
+        return self._db.execute("SELECT COUNT(*) FROM decryptions WHERE status != 'invalid' AND instr(request, ?) > 0",
+                                (field,)).fetchone()[0]
 
     def _set_status(self, table: str, lifecycle: Lifecycle, session: bytes, status: str,
                     outcome: dict | None) -> None:

@@ -16,12 +16,15 @@ processes) meet a real adversary on the wire: correctly signed messages with wro
   replay            every few seconds sends one of its old messages again (refused as a replay)
   garbage-frames    every few seconds sends an undecodable envelope inside its authenticated link
                     (refused as malformed)
+  flood             once linked to every peer, sends FLOOD notes just under max_frame_bytes at once, more
+                    than a peer's quota stores (the excess refused as quota); then takes part honestly
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 import trio
@@ -35,7 +38,8 @@ from node.storage.db import NodeDatabase
 from node.testing import adversary
 
 log = logging.getLogger("guardian.adversary")
-BEHAVIOURS = ("bad-share", "equivocate", "bad-proof", "wrong-decryption", "replay", "garbage-frames")
+BEHAVIOURS = ("bad-share", "equivocate", "bad-proof", "wrong-decryption", "replay", "garbage-frames", "flood")
+FLOOD = 40          # notes of max_frame_bytes: more than twice the default peer_burst_bytes
 
 
 def guardians_for(behaviour: str, victim: int | None, me: int) -> Guardians:
@@ -56,6 +60,17 @@ async def resend_old(node: Node, kind: str) -> None:
         await trio.sleep(2)
         rows = node.db.outbox_for(node.identity.public_key, 0)
         await adversary.send_on_links(node, "env", rows[0][1] if kind == "replay" and rows else b"\x93not an envelope")
+
+
+async def flood(node: Node) -> None:
+    """Once every peer is linked: FLOOD signed notes just under max_frame_bytes, to every peer at once."""
+    while any(peer.connection is None for peer in node.peers.values()):
+        await trio.sleep(0.2)
+    body = {"blob": os.urandom(node.config.max_frame_bytes - 1024)}
+    for _ in range(FLOOD):
+        node.send("note", body)
+        await trio.sleep(0)
+    log.warning("flooded every peer with %d notes of %d bytes", FLOOD, node.config.max_frame_bytes - 1024)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
         async with trio.open_nursery() as nursery:
             if args.behaviour in ("replay", "garbage-frames"):
                 nursery.start_soon(resend_old, app.node, "replay" if args.behaviour == "replay" else "garbage")
+            elif args.behaviour == "flood":
+                nursery.start_soon(flood, app.node)
             await app.run()
             nursery.cancel_scope.cancel()
     try:

@@ -139,3 +139,13 @@ def test_links():
     figures = run_bench("links", "--messages", 100, "--rounds", 10, timeout=120)
     assert figures["messages"] == 100 and figures["rounds"] == 10
     assert_positive(figures, "handshake_ms", "round_trip_ms", "messages_per_second")
+
+
+def test_flood():
+    figures = run_bench("flood", "--rounds", 10, timeout=120)
+    assert figures["rounds"] == 10
+    assert_positive(figures, "idle_round_trip_ms", "flood_round_trip_ms", "ratio", "offered_mb_per_second",
+                    "offered_envelopes", "offered_bytes", "stored_bytes")
+    # The flood's steady state was measured: beyond b's burst, so some of it was refused as over quota.
+    assert figures["refused"].get("quota", 0) > 0, figures["refused"]
+    assert figures["stored_bytes"] < figures["offered_bytes"]

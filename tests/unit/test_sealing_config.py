@@ -276,6 +276,9 @@ def test_the_generated_config_loads(tmp_path):
     assert config.control_socket == tmp_path.resolve() / "control.sock"
     assert config.max_frame_bytes == 1048576 and config.heartbeat_seconds == 5.0
     assert config.passphrase_source == "prompt" and config.tls_cert is None
+    assert (config.peer_burst_bytes, config.peer_bytes_per_second, config.peer_burst_messages,
+            config.peer_messages_per_second, config.peer_open_sessions, config.peer_pending,
+            config.fetch_timeout_seconds) == (16777216, 262144.0, 1000, 20.0, 8, 8, 600.0)
 
 
 def test_minimal_config_uses_defaults(tmp_path):
@@ -336,6 +339,13 @@ def test_bad_ws_address_port_names_the_file(tmp_path, advertise):
     ("heartbeat_seconds = 5.0", "heartbeat_seconds = 0", ("[network]", "heartbeat")),
     ("heartbeat_seconds = 5.0", "heartbeat_seconds = true", ("[network]", "heartbeat_seconds")),
     ("redial_initial_seconds = 0.5", "redial_initial_seconds = 60.0", ("[network]", "initial")),
+    ("peer_burst_bytes = 16777216", "peer_burst_bytes = 1000", ("[network]", "peer_burst_bytes", "max_frame_bytes")),
+    ("peer_bytes_per_second = 262144", "peer_bytes_per_second = 0", ("[network]", "peer_bytes_per_second")),
+    ("peer_messages_per_second = 20.0", "peer_messages_per_second = -1.0", ("[network]", "peer_messages_per_second")),
+    ("peer_burst_messages = 1000", "peer_burst_messages = 0", ("[network]", "peer_burst_messages")),
+    ("peer_open_sessions = 8", "peer_open_sessions = 0", ("[network]", "peer_open_sessions")),
+    ("peer_pending = 8", "peer_pending = true", ("[network]", "peer_pending")),
+    ("fetch_timeout_seconds = 600.0", "fetch_timeout_seconds = 0.5", ("[decryption]", "fetch_timeout_seconds")),
     ('cert = ""', 'cert = "cert.pem"', ("[tls]", "cert")),
     ('source = "prompt"', 'source = "argv"', ("[passphrase]", "source")),
     ('source = "prompt"', "source = 1", ("[passphrase]", "source")),
