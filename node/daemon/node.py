@@ -46,7 +46,7 @@ from node.protocol import link as frames
 from node.protocol.envelope import NODE_SESSION, Envelope, EnvelopeError, seal_envelope
 from node.protocol.handshake import DIALER, LISTENER, Handshake, HandshakeError, LinkError
 from node.protocol.inbound import Equivocation, InboundFilter
-from node.protocol.quota import Limits, Quota, over_rate
+from node.protocol.quota import Limits, Quota
 from node.protocol.waiting import SILENT_HEARTBEATS, LinkView
 from node.services.port import Outgoing, Port, Service
 from node.daemon import crash_points
@@ -642,12 +642,11 @@ class Node:
             if not (relayed and e.reason in ("replay", "own message", "unknown session")):
                 self._refuse(via, e)
             return
-        why = self._over_quota(envelope, len(frame))
-        if why is not None:
-            if not relayed and over_rate(why):
-                # Only early: taking a later envelope of this signer would move its cursor past this one.
-                # Close the link instead; the peer sends it again from the cursor when it is back (a
-                # relayed copy moves no cursor: its sender's own link brings it).
+        if self._over_quota(envelope, len(frame)):
+            if not relayed:
+                # Taking a later envelope of this signer would move its cursor past this one: close the
+                # link instead, and the peer sends again from the cursor when it is back (a relayed copy
+                # moves no cursor: its sender's own link brings it).
                 raise OverQuota(via)
             return
         # A session's messages are applied by replaying its log at start; a node-session message is
@@ -686,14 +685,15 @@ class Node:
             log.warning("message %s from %s not acted on: %s", envelope.type, via, e)
         return True
 
-    def _over_quota(self, envelope: Envelope, size: int) -> str | None:
+    def _over_quota(self, envelope: Envelope, size: int) -> bool:
         """Charge an envelope to its signer's quota (node/protocol/quota.py); if over it, count the refusal
         against the signer; the envelope is not marked seen, so it is taken if it comes again within the quota."""
         why = self.quota.admit(envelope.sender, envelope.session, size, trio.current_time(),
                                self.filter.sessions.__contains__)
-        if why is not None:
-            self.refuse(self.roster.by_key(envelope.sender).name, "quota", why)
-        return why
+        if why is None:
+            return False
+        self.refuse(self.roster.by_key(envelope.sender).name, "quota", why)
+        return True
 
     def _refuse(self, peer: str, error: EnvelopeError) -> None:
         self.refuse(peer, error.reason, error.detail, f"refused a frame from {peer}: {error}")

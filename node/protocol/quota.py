@@ -58,14 +58,6 @@ class _Peer:
     unopened: dict[bytes, int] = field(default_factory=dict)    # session not opened yet -> envelopes held
 
 
-RATE_REFUSAL = "more than "     # how the two rate refusals begin: the sender is only early, not wrong
-
-
-def over_rate(why: str) -> bool:
-    """A refusal of `admit` for sending too fast (the same envelope fits later), not for what it is."""
-    return why.startswith(RATE_REFUSAL)
-
-
 class Quota:
     def __init__(self, limits: Limits) -> None:
         self.limits = limits
@@ -88,9 +80,9 @@ class Quota:
         if unopened and peer.unopened.get(session, 0) >= limits.per_open_session:
             return f"{limits.per_open_session} envelopes of session {session.hex()[:16]}, not opened here, held"
         if not peer.messages.has(1):
-            return f"{RATE_REFUSAL}{limits.burst_messages} messages at once, {limits.messages_per_second:g}/s after"
+            return f"more than {limits.burst_messages} messages at once, {limits.messages_per_second:g}/s after"
         if not peer.bytes.has(size):
-            return f"{RATE_REFUSAL}{limits.burst_bytes} bytes at once, {limits.bytes_per_second:g} bytes/s after"
+            return f"more than {limits.burst_bytes} bytes at once, {limits.bytes_per_second:g} bytes/s after"
         peer.messages.level -= 1
         peer.bytes.level -= size
         if unopened:
