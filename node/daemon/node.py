@@ -91,10 +91,6 @@ class PeerState:
         return "dialing" if self.dialing else "disconnected"
 
 
-class OverQuota(Exception):
-    """A peer's own envelope over its signer's quota: the link closes, so nothing after it is taken."""
-
-
 class Connection:
     """One authenticated link: sends are serialized so the sealing counter matches the wire order."""
 
@@ -596,9 +592,6 @@ class Node:
                         # drops meanwhile, when the peer sends it again from our cursor).
                         self._on_disk_full(e)
                         await self._space_back.wait()
-                    except OverQuota:
-                        scope.cancel()
-                        return
             elif isinstance(event, frames.Sync):
                 own = self.db.highest_own_seq()
                 if event.since > own:
@@ -643,11 +636,6 @@ class Node:
                 self._refuse(via, e)
             return
         if self._over_quota(envelope, len(frame)):
-            if not relayed:
-                # Taking a later envelope of this signer would move its cursor past this one: close the
-                # link instead, and the peer sends again from the cursor when it is back (a relayed copy
-                # moves no cursor: its sender's own link brings it).
-                raise OverQuota(via)
             return
         # A session's messages are applied by replaying its log at start; a node-session message is
         # replayed until marked applied.
