@@ -180,19 +180,17 @@ def backup_verify(args: argparse.Namespace) -> int:
 
 
 def certificate_show(args: argparse.Namespace) -> int:
-    import json
-
-    from node.custody.certificate import CERTIFICATE_TEXT, certificate_text
+    from node.custody.certificate import CERTIFICATE_TEXT, certificate_bytes, certificate_text
 
     certificate = _certificate(args)
-    text = json.dumps(certificate, indent=1) + "\n"
+    data = certificate_bytes(certificate)
     if args.out is not None:
         from node.custody import write_new_file
-        write_new_file(args.out, text.encode(), 0o644)
+        write_new_file(args.out, data, 0o644)
         write_new_file(args.out.with_name(args.out.stem + ".txt") if args.out.suffix == ".json"
                        else args.out.with_name(CERTIFICATE_TEXT), certificate_text(certificate).encode(), 0o644)
         print(f"wrote {args.out} and its text form beside it")
-    print(text if args.json else certificate_text(certificate), end="")
+    print(data.decode() if args.json else certificate_text(certificate), end="")
     return 0
 
 

@@ -71,9 +71,14 @@ def read_certificate(path: Path) -> dict:
         raise CustodyError(f"{path} is not JSON") from None
 
 
+def certificate_bytes(certificate: dict) -> bytes:
+    """The certificate as a file holds it, wherever it is written (the record, `--out`, the page)."""
+    return json.dumps(certificate, indent=1).encode() + b"\n"
+
+
 def write_certificate(directory: Path, certificate: dict) -> None:
     record = layout.Record(directory)
-    digests = {CERTIFICATE_JSON: record.write(CERTIFICATE_JSON, json.dumps(certificate, indent=1).encode() + b"\n"),
+    digests = {CERTIFICATE_JSON: record.write(CERTIFICATE_JSON, certificate_bytes(certificate)),
                CERTIFICATE_TEXT: record.write(CERTIFICATE_TEXT, certificate_text(certificate).encode())}
     record.update_index((), digests)
 

@@ -63,9 +63,6 @@ MAX_UNAUTHENTICATED_PER_ADDRESS = 16
 REFUSAL_FLUSH_SECONDS = 1.0
 MAX_OTHER_REFUSALS_SHOWN = 20
 DISK_PROBE_SECONDS = 1.0
-# Control commands that only read: they still answer while the disk is full; every other one is new work.
-READ_ONLY_COMMANDS = frozenset({"status", "inbox", "ceremony-show", "ceremony-status", "custody-status",
-                                "certificate", "decrypt-status"})
 
 
 @dataclass
@@ -223,6 +220,8 @@ class Node:
         self._session_owner: dict[bytes, Service] = {}
         self._commands: dict[str, Callable[[dict], Any]] = {"status": lambda r: self.status(),
                                                             "send": self._control_send, "inbox": self._control_inbox}
+        # Commands that write nothing answer while the disk is full; every other one is new work, refused.
+        self._read_only = {"status", "inbox"}
         self._outbox_changed = trio.Event()
         self._nursery: trio.Nursery | None = None
         self.started = time.time()
@@ -255,6 +254,7 @@ class Node:
             if command in self._commands:
                 raise ValueError(f"control command {command!r} registered twice")
             self._commands[command] = handler
+        self._read_only |= service.read_only
         self.services.append(service)
 
     def _accept_session(self, service: Service, session: bytes, types: frozenset[str]) -> None:
@@ -793,7 +793,7 @@ class Node:
         handler = self._commands.get(command) if isinstance(command, str) else None
         if handler is None:
             raise InputError(f"unknown control command {command!r}")
-        if self.disk_full is not None and command not in READ_ONLY_COMMANDS:
+        if self.disk_full is not None and command not in self._read_only:
             raise DiskFull(self.disk_full)
         return handler(request)
 

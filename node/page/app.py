@@ -28,7 +28,7 @@ from starlette.templating import Jinja2Templates
 
 from node.config import NodeConfig
 from node.crypto.errors import GuardianError, InputError
-from node.custody.certificate import utc
+from node.custody.certificate import certificate_bytes, utc
 from node.daemon.http import serve_asgi
 from node.daemon.node import Node
 from node.page import views
@@ -258,7 +258,7 @@ class Page:
             certificate = self.control({"cmd": "certificate"})
         except REFUSALS as e:
             return self._render(request, session, "custody", _line(e), 400)
-        return Response(views.json_bytes(certificate), media_type="application/json",
+        return Response(certificate_bytes(certificate), media_type="application/json",
                         headers={"content-disposition": 'attachment; filename="certificate.json"'})
 
 
@@ -275,6 +275,7 @@ class PageLogin(Service):
     """The page's one control command: `guardian page` gets a login link through the owner-only socket."""
 
     name = "page"
+    read_only = frozenset({"page-login"})        # a login token lives in memory only
 
     def __init__(self, page: Page) -> None:
         self.page = page

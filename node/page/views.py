@@ -112,8 +112,3 @@ def stage(me: str, ceremonies: list[dict], custody: dict | None) -> str:
     state = [[(c["session"], c["status"], sorted(c["votes"])) for c in ceremonies],
              custody and (custody["ceremony"], custody["status"], sorted(my_steps(custody, me)))]
     return hashlib.sha256(json.dumps(state, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def json_bytes(doc: dict) -> bytes:
-    """A document as `guardian certificate --out` writes it."""
-    return (json.dumps(doc, indent=1) + "\n").encode()

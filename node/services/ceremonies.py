@@ -63,6 +63,7 @@ class Running:
 class Ceremonies(Service):
     name = "ceremonies"
     node_types = NODE_TYPES
+    read_only = frozenset({"ceremony-show", "ceremony-status"})
 
     def __init__(self, port: Port, box: StateBox, custody: Custody,
                  guardian: GuardianFactory = honest_guardian) -> None:

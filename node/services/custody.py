@@ -66,6 +66,7 @@ FinishedElsewhere = Callable[[bytes, dict[str, str]], None]
 class Custody(Service):
     name = "custody"
     node_types = NODE_TYPES
+    read_only = frozenset({"custody-status", "certificate"})
 
     def __init__(self, port: Port, box: StateBox) -> None:
         self.port, self.box = port, box

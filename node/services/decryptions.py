@@ -113,6 +113,7 @@ class Decryptions(Service):
     # A session's messages may reach us before the request that opens it (it comes over another
     # link): they are kept, and replayed when the session starts.
     open_types = MESSAGE_TYPES
+    read_only = frozenset({"decrypt-status"})
 
     def __init__(self, port: Port, box: StateBox, guardian: GuardianFactory = honest_guardian) -> None:
         self.port, self.box, self._make_guardian = port, box, guardian

@@ -66,6 +66,7 @@ class Service:
     name = "service"
     node_types: frozenset[str] = frozenset()      # node-session message types it handles
     open_types: frozenset[str] = frozenset()      # session types kept before their session is known
+    read_only: frozenset[str] = frozenset()       # its commands that write nothing: they answer on a full disk
 
     def start(self) -> None:
         """The node is up: resume what the database says is under way."""

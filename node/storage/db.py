@@ -267,15 +267,13 @@ class NodeDatabase:
         HMACs, or while the node had no key (tests, a restore), are sealed now, once: after that a
         row without one is damage."""
         self._mac_key = key
-        sealed = self._db.execute("SELECT value FROM node_meta WHERE key = 'rows_sealed'").fetchone()
+        if self._db.execute("SELECT 1 FROM node_meta WHERE key = 'rows_sealed'").fetchone():
+            return
         with self._write():
-            for table, (columns, _, what) in SEALED_ROWS.items():
-                rows = self._db.execute(f"SELECT {columns}, mac FROM {table}").fetchall()
-                for row in rows:
-                    if row[-1] is None and not sealed:
-                        self._db.execute(f"UPDATE {table} SET mac = ? WHERE session = ?",
-                                         (self._mac(table, row[:-1]), row[0]))
-            self._db.execute("INSERT OR REPLACE INTO node_meta (key, value) VALUES ('rows_sealed', '1')")
+            for table, (columns, _, _) in SEALED_ROWS.items():
+                for row in self._db.execute(f"SELECT {columns} FROM {table} WHERE mac IS NULL").fetchall():
+                    self._db.execute(f"UPDATE {table} SET mac = ? WHERE session = ?", (self._mac(table, row), row[0]))
+            self._db.execute("INSERT INTO node_meta (key, value) VALUES ('rows_sealed', '1')")
 
     def check_rows(self) -> None:
         """Every sealed row against its HMAC (at start): StoreDamaged naming the first changed one."""
