@@ -29,6 +29,7 @@ from node.protocol.envelope import Envelope, decode_envelope
 from node.record import layout
 from node.record.local import write_election
 from node.services.custody import Custody
+from node.services.pending import room_for
 from node.services.port import Port, Service
 from node.storage.state_box import StateBox
 
@@ -172,7 +173,8 @@ class Ceremonies(Service):
                 log.warning("invalid ceremony proposal from %s: %s", sender, e)
             if isinstance(data, bytes):
                 session = hashlib.sha256(data).digest()
-                if self._ceremony(session) is None and not self._room_for(sender, status):
+                if self._ceremony(session) is None and not room_for(self.port, "ceremonies", sender, status,
+                                                                   "ceremony proposals"):
                     return
                 self.port.db.add_ceremony(session, data, sender, status, outcome)
                 if config is not None:
@@ -188,17 +190,6 @@ class Ceremonies(Service):
         else:
             why = body.get("why") if isinstance(body.get("why"), str) else ""
             self._record_vote(session, sender, "reject", why)
-
-    def _room_for(self, proposer: str, status: str) -> bool:
-        """A peer's proposals open for votes, and its invalid ones, are kept up to [network] peer_pending each."""
-        held, most = self.port.db.held_from("ceremonies", proposer, status), self.port.config.peer_pending
-        if held < most:
-            return True
-        if self.port.db.refuse(proposer, "quota", f"{held} ceremony proposals of {proposer} {status} already "
-                                                  f"(peer_pending {most}): another is not kept"):
-            log.warning("a ceremony proposal from %s not kept: %d of its proposals are %s already", proposer, held,
-                        status)
-        return False
 
     def _record_vote(self, session: bytes, guardian: str, vote: str, why: str) -> None:
         self.port.db.vote(session, guardian, vote, why)

@@ -47,6 +47,7 @@ from node.protocol.envelope import Envelope, decode_envelope
 from node.record import codec, layout
 from node.record.custody_gate import mark_rehearsal
 from node.record.decrypted import JointResult, challenged_record, quorum, tally_record, write_decryptions
+from node.services.pending import room_for
 from node.services.port import Port, Service
 from node.storage.state_box import StateBox
 
@@ -274,7 +275,8 @@ class Decryptions(Service):
                 raise InputError("the request names another guardian as its coordinator than its sender")
         except GuardianError as e:
             log.warning("invalid decryption request from %s: %s", sender, e)
-            if isinstance(data, bytes) and self._room_for(sender, "invalid"):
+            if isinstance(data, bytes) and room_for(self.port, "decryptions", sender, "invalid",
+                                                    "decryption requests"):
                 self.port.db.add_decryption(hashlib.sha256(data).digest(), data, sender, "invalid",
                                             {"reason": str(e)[:300]})
             return
@@ -289,24 +291,11 @@ class Decryptions(Service):
                 log.warning("decryption request from %s refused: its ceremony %s is not one this node completed",
                             sender, request.ceremony.hex()[:16])
             return
-        if not self._room_for(sender, ACTIVE):
+        if not room_for(self.port, "decryptions", sender, ACTIVE, "decryption requests"):
             return
         if self.port.db.add_decryption(session, data, sender, "fetching", {}):
             self._listen(session)
             self._begin(session, request, sender, None)
-
-    def _room_for(self, requester: str, status: str | tuple[str, ...]) -> bool:
-        """A peer's decryption requests under way, and its invalid ones, are kept up to [network] peer_pending
-        each."""
-        held, most = self.port.db.held_from("decryptions", requester, status), self.port.config.peer_pending
-        if held < most:
-            return True
-        said = status if isinstance(status, str) else "under way"
-        if self.port.db.refuse(requester, "quota", f"{held} decryption requests of {requester} {said} already "
-                                                   f"(peer_pending {most}): another is not kept"):
-            log.warning("a decryption request from %s not kept: %d of its requests are %s already", requester, held,
-                        said)
-        return False
 
     def on_session_message(self, envelope: Envelope) -> None:
         run = self.sessions.get(envelope.session)
