@@ -77,12 +77,18 @@ def unknown_public_key() -> str:
 
 
 def set_config(path: Path, **values) -> None:
-    """Set keys of a node.toml (each must occur once, in whichever section)."""
-    text = path.read_text()
-    for key, value in values.items():
-        text, count = re.subn(rf"(?m)^{key} = .*$", f"{key} = {value}", text)
-        assert count == 1, key
-    path.write_text(text)
+    """Set keys of a node.toml: `key` must occur once in the file; `section__key` (tls__cert, say) names
+    the key of one [section]."""
+    parts = re.split(r"(?m)^(?=\[)", path.read_text())       # the text before any table, then one per table
+    for name, value in values.items():
+        section, _, key = name.rpartition("__")
+        count = 0
+        for i, part in enumerate(parts):
+            if not section or part.startswith(f"[{section}]"):
+                parts[i], n = re.subn(rf"(?m)^{key} = .*$", f"{key} = {value}", part)
+                count += n
+        assert count == 1, f"{name}: {count} matches in {path}"
+    path.write_text("".join(parts))
 
 
 def roster_block(output: str) -> str:
@@ -136,9 +142,7 @@ class NodeProc:
 
     def serve_metrics(self) -> None:
         """Turn on /metrics at a free loopback port (the node says which in status, under serving)."""
-        text = self.config.read_text()
-        assert text.count('listen = ""') == 1, "[metrics] listen is already set"
-        self.config.write_text(text.replace('listen = ""', 'listen = "127.0.0.1:0"'))
+        self.set_config(metrics__listen='"127.0.0.1:0"')
 
     # --- the process ------------------------------------------------------------------------------
 

@@ -16,7 +16,8 @@ def tls_node(cluster: Cluster, i: int, cert: trustme.LeafCert) -> NodeProc:
     assert result.returncode == 0, result.stderr
     cert.private_key_pem.write_to_path(str(node.dir / "key.pem"))
     cert.cert_chain_pems[0].write_to_path(str(node.dir / "cert.pem"))
-    node.set_config(cert='"cert.pem"', key='"key.pem"', ca=f'"{cluster.base / "ca.pem"}"', heartbeat_seconds=0.5)
+    node.set_config(tls__cert='"cert.pem"', tls__key='"key.pem"', tls__ca=f'"{cluster.base / "ca.pem"}"',
+                    heartbeat_seconds=0.5)
     cluster.nodes.append(node)
     return node
 
