@@ -4,16 +4,22 @@ A task is a module-level function called as function(ctx, item). The workers
 receive the ElectionContext once, through the pool initializer; each task then
 sends only its item. Workers are forked where the platform allows, so that they
 share the fixed-base tables the parent built once; spawned workers rebuild them.
-Results come back in the order of the items.
+Results come back in the order of the items. `imap` streams: the items may be
+a generator of any length, and at most a few per worker are in flight, so
+neither the items nor the results are ever all in memory.
+
+A Dask cluster (node/cluster.py) offers the same `imap`, `workers` and `close`,
+and runs the same task functions: `executor()` picks one or the other.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
+from collections import deque
 from concurrent.futures import ProcessPoolExecutor
 from functools import partial
-from typing import Callable, Iterable, Iterator, Sequence, TypeVar
+from typing import Callable, Iterable, Iterator, Protocol, Sequence, TypeVar
 
 from node.crypto.ballot import EncryptedBallot, verify_ballot
 from node.crypto.election import ElectionContext
@@ -22,6 +28,8 @@ from node.crypto.errors import GuardianError
 T = TypeVar("T")
 R = TypeVar("R")
 CHUNKS_PER_WORKER = 8        # enough chunks to even out uneven items, few enough to keep pickling cheap
+IN_FLIGHT_PER_WORKER = 3     # imap: enough queued that no worker idles, few enough that memory stays flat
+SCHEDULER_VARIABLE = "DASK_SCHEDULER_ADDRESS"
 
 _context: ElectionContext | None = None
 
@@ -89,12 +97,71 @@ class Pool:
             if progress:
                 progress(done, total)
 
+    def imap(self, function: Callable[[ElectionContext, T], R], items: Iterable[T]) -> Iterator[R]:
+        """function(ctx, item) for each item, in order, with at most IN_FLIGHT_PER_WORKER per worker in flight."""
+        if self.workers == 1:
+            for item in items:
+                yield function(self.ctx, item)
+            return
+        pending: deque = deque()
+        for item in items:
+            pending.append(self._start(self.workers).submit(_call, function, item))
+            if len(pending) >= IN_FLIGHT_PER_WORKER * self.workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
     def _start(self, items: int) -> ProcessPoolExecutor:
         if self._executor is None:
             self.ctx.g_table, self.ctx.k_table, self.ctx.k_hat_table    # built before the fork, then shared
             self._executor = ProcessPoolExecutor(min(self.workers, items), mp_context=_start_method(),
                                                  initializer=_init, initargs=(self.ctx,))
         return self._executor
+
+
+class Executor(Protocol):
+    """Where tasks run: this machine's Pool, or a Dask cluster (node.cluster.ClusterPool)."""
+
+    workers: int
+
+    def imap(self, function: Callable[[ElectionContext, T], R], items: Iterable[T]) -> Iterator[R]: ...
+
+    def close(self) -> None: ...
+
+
+def scheduler_address(given: str | None = None) -> str | None:
+    """The Dask scheduler to use: the one given, else $DASK_SCHEDULER_ADDRESS, else None (this machine)."""
+    return (given or os.environ.get(SCHEDULER_VARIABLE) or "").strip() or None
+
+
+def executor(ctx: ElectionContext, scheduler: str | None = None, workers: int | None = None) -> Executor:
+    """A Dask cluster's workers when a scheduler is given (or in $DASK_SCHEDULER_ADDRESS), else a Pool of
+    `workers` processes here. Close it when done."""
+    address = scheduler_address(scheduler)
+    if address is None:
+        return Pool(ctx, workers)
+    from node.cluster import ClusterPool       # Dask is an optional extra: imported only when asked for
+    return ClusterPool(ctx, address)
+
+
+def tree_reduce(combine: Callable[[R, R], R], results: Iterable[R]) -> R | None:
+    """combine over results as a balanced binary tree, as they come: at most log2(n) partials are held.
+
+    `combine` must be associative (the products of ciphertexts are): the answer does not depend on
+    where the tasks ran or in which order the partials meet."""
+    stack: list[tuple[int, R]] = []          # (level, partial): a binary counter of partials
+    for r in results:
+        level = 0
+        while stack and stack[-1][0] == level:
+            r = combine(stack.pop()[1], r)
+            level += 1
+        stack.append((level, r))
+    if not stack:
+        return None
+    total = stack.pop()[1]
+    while stack:
+        total = combine(stack.pop()[1], total)
+    return total
 
 
 def map_tasks(ctx: ElectionContext, function: Callable[[ElectionContext, T], R], items: Sequence[T],
