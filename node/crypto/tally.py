@@ -39,6 +39,19 @@ def tally_ballots(ctx: ElectionContext, cast: Iterable[EncryptedBallot]) -> Encr
     return EncryptedTally({key: aggregate(ctx.group, cts) for key, cts in columns.items()}, count)
 
 
+def combine_tallies(ctx: ElectionContext, a: EncryptedTally, b: EncryptedTally) -> EncryptedTally:
+    """The tally of two disjoint sets of cast ballots from theirs: option by option, (A_a A_b, B_a B_b) (eq 79).
+
+    Associative and commutative, so partial tallies of batches combine in any tree and
+    give the tally of all of them."""
+    p = ctx.group.p
+    totals = dict(a.totals)
+    for key, ct in b.totals.items():
+        mine = totals.get(key)
+        totals[key] = ct if mine is None else Ciphertext(mine.alpha * ct.alpha % p, mine.beta * ct.beta % p)
+    return EncryptedTally(totals, a.ballot_count + b.ballot_count)
+
+
 @dataclass(frozen=True)
 class DecryptedOption:
     value: int            # t

@@ -6,16 +6,17 @@ from node.crypto.ballot import SIMPLE_CHAINING, BallotChain
 from node.crypto.election import ElectionContext
 from node.record import layout
 from node.record.election import Findings
+from node.verifier.ballot_pass import Summary
 from node.verifier.loader import Loaded
 
 
-def check_devices(data: Loaded, ctx: ElectionContext, found: Findings) -> None:
+def check_devices(data: Loaded, ballots: dict[str, Summary], ctx: ElectionContext, found: Findings) -> None:
     """Every ballot listed once, under its device, in chain order; each chained device's closing hash."""
     by_device: dict[str, list[str]] = {}
-    for bid, (_, rec) in sorted(data.ballots.items()):
-        by_device.setdefault(rec.ballot.device, []).append(bid)
+    for bid, s in sorted(ballots.items()):
+        by_device.setdefault(s.device, []).append(bid)
     if data.devices is None:
-        if data.ballots:
+        if ballots:
             found.fail(data.error(layout.DEVICES))
         return
     listed: dict[str, str] = {}
@@ -34,12 +35,11 @@ def check_devices(data: Loaded, ctx: ElectionContext, found: Findings) -> None:
                 found.fail(f"ballot {bid!r}: listed under device {listed[bid]!r} and again under {dev.device!r}")
                 continue
             listed[bid] = dev.device
-            entry = data.ballots.get(bid)
-            if entry is None:
+            ballot = ballots.get(bid)
+            if ballot is None:
                 found.fail(f"{where}: lists ballot {bid!r}, which is not in the record")
                 broken = True
                 continue
-            ballot = entry[1].ballot
             if ballot.device != dev.device:
                 found.fail(f"ballot {bid!r}: encrypted on device {ballot.device!r} but listed under {dev.device!r}")
                 continue

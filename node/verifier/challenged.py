@@ -12,15 +12,22 @@ from node.crypto.errors import GuardianError
 from node.crypto.manifest import Manifest
 from node.crypto.params import STANDARD
 from node.record import codec, layout
+from node.verifier.ballots import every_ballot
 from node.verifier.decryptions import Decryption, check_decryptions, quorum_failures
 from node.verifier.registry import Accumulator, Run, every_key_verified, step
 
 
 def _challenged(run: Run) -> list[tuple[str, codec.BallotRecord, codec.ChallengedRecord | None]]:
-    """Every ballot the record marks challenged, in id order, with its decryption when the record has one."""
+    """Every ballot the record marks challenged, in id order, with its decryption when the record has one.
+
+    Challenged ballots are few: these are read again whole (the pass kept only their summaries)."""
     data = run.data
-    return [(bid, rec, data.challenged[bid][1] if bid in data.challenged else None)
-            for bid, (_, rec) in sorted(data.ballots.items()) if rec.state == codec.CHALLENGED]
+    out = []
+    for bid, s in sorted(every_ballot(run).summaries.items()):
+        if s.state == codec.CHALLENGED:
+            rec = codec.ballot_from_json(STANDARD, data.record.read_json(s.rel), s.rel)
+            out.append((bid, rec, data.challenged[bid][1] if bid in data.challenged else None))
+    return out
 
 
 def _quorum_failures(run: Run, opened: codec.ChallengedRecord) -> list[str]:
@@ -73,7 +80,7 @@ def challenged_ballot_decryption(run: Run, acc: Accumulator) -> None:
     marked = _challenged(run)
     challenged = {bid for bid, _, _ in marked}
     for bid in sorted(set(data.challenged) - challenged):
-        if bid in data.ballots:
+        if bid in every_ballot(run).summaries:
             acc.fail(f"ballot {bid!r}: a cast ballot has been decrypted ({layout.challenged_file(bid)}); "
                      f"cast ballots must not be")
         else:

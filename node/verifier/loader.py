@@ -1,4 +1,4 @@
-"""The record as the verifier reads it: every object parsed, and for each that could not be, the reason.
+"""The record as the verifier reads it: every object parsed but the ballots, and for each that could not be, the reason.
 
 A file that cannot be read is not an error of the loader: it fails the step
 that needed it, with the reason recorded here.
@@ -20,7 +20,6 @@ from node.record.election import ElectionFiles
 class Loaded(ElectionFiles):
     """The election's files and everything voted, tallied and decrypted in the record."""
 
-    ballots: dict[str, tuple[str, codec.BallotRecord]] = field(default_factory=dict)   # id -> (path, record)
     devices: tuple[bytes, list[codec.DeviceRecord]] | None = None
     encrypted_tally: tuple | None = None
     decrypted_tally: codec.DecryptedTallyRecord | None = None
@@ -41,9 +40,6 @@ class Loaded(ElectionFiles):
             return False           # the record index step says why
         return any(rel == layout.DECRYPTED_TALLY or rel.startswith(layout.CHALLENGED + "/") for rel in index)
 
-    def cast(self) -> list[codec.BallotRecord]:
-        return [rec for _, (_, rec) in sorted(self.ballots.items()) if rec.state == codec.CAST]
-
 
 def load(root: Path) -> Loaded:
     group = STANDARD      # the verifier's own parameters (Verification 1 may hard-code them)
@@ -53,7 +49,7 @@ def load(root: Path) -> Loaded:
         data.warnings += [f"{layout.MANIFEST}: {d}" for d in data.manifest.deviations]
     # Custody is outside spec section 6: a rehearsal, or a certificate that does not hold, is said, not failed.
     data.warnings += custody_warnings(data.record)
-    data.ballots = _by_ballot(data, layout.BALLOTS, lambda o, rel: codec.ballot_from_json(group, o, rel))
+    # The ballots are not loaded here: one streaming pass checks them (node/verifier/ballot_pass.py).
     if data.record.exists(layout.DEVICES):
         data.devices = data.read(layout.DEVICES, codec.devices_from_json)
     data.encrypted_tally = data.read(layout.ENCRYPTED_TALLY, lambda o: codec.encrypted_tally_from_json(group, o))

@@ -8,6 +8,7 @@ and step 4 also checks that every object of the record names this election.
 from __future__ import annotations
 
 from node.record.election import ELECTION_KEY, EXTENDED_HASH, GUARDIAN_KEYS, PARAMETERS, Verification
+from node.verifier.ballots import every_ballot
 from node.verifier.registry import Accumulator, Run, keys_known, parameters_known, step
 
 
@@ -32,7 +33,7 @@ def extended_hash(run: Run, acc: Accumulator) -> None:
     """(4.A), and every ballot, decryption, tally and device list is for the election of H_E."""
     EXTENDED_HASH.check(run.data, run.election, acc)
     data, h_e = run.data, run.election.h_e
-    named = [(f"ballot {bid!r}", b.h_e) for bid, (_, b) in sorted(data.ballots.items())]
+    named = [(f"ballot {bid!r}", b.h_e) for bid, b in sorted(every_ballot(run).summaries.items())]
     named += [(f"challenged ballot {bid!r}", c.h_e) for bid, (_, c) in sorted(data.challenged.items())]
     if data.encrypted_tally is not None:
         named.append(("encrypted tally", data.encrypted_tally[0]))

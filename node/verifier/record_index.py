@@ -5,6 +5,7 @@ from __future__ import annotations
 from node.crypto.errors import GuardianError
 from node.record import codec, layout
 from node.record.election import Findings
+from node.verifier.ballots import every_ballot
 from node.verifier.loader import Loaded
 from node.verifier.registry import Accumulator, Run, step
 
@@ -34,14 +35,16 @@ def record_index(run: Run, acc: Accumulator) -> None:
                 acc.fail(f"{rel}: its SHA-256 does not match {layout.INDEX}")
         for rel in sorted(set(index) - set(files)):
             acc.fail(f"{rel}: listed in {layout.INDEX} but missing from the record")
-    _check_journal(run.data, acc)
+    states = ({bid: s.state for bid, s in every_ballot(run).summaries.items()} if run.election.context is not None
+              else {})
+    _check_journal(run.data, states, acc)
 
 
-def _check_journal(data: Loaded, found: Findings) -> None:
+def _check_journal(data: Loaded, ballots: dict[str, str], found: Findings) -> None:
     """Each ballot accepted once, in sequence, its file the one accepted; no ballot that was not accepted."""
     record = data.record
     if not record.exists(layout.JOURNAL):
-        if data.ballots:
+        if ballots or data.record.list_dir(layout.BALLOTS):
             found.fail(f"the record has ballots but no {layout.JOURNAL}")
         return
     raw = record.read(layout.JOURNAL)
@@ -72,8 +75,8 @@ def _check_journal(data: Loaded, found: Findings) -> None:
             continue
         if layout.sha256_file(record.path(rel)) != entry.sha256:
             found.fail(f"ballot {entry.ballot_id!r}: {rel} is not the file the ballot box accepted")
-        rec = data.ballots.get(entry.ballot_id)
-        if rec is not None and rec[1].state != entry.state:
-            found.fail(f"ballot {entry.ballot_id!r}: state {rec[1].state} but accepted as {entry.state}")
-    for bid in sorted(set(data.ballots) - set(journaled)):
+        state = ballots.get(entry.ballot_id)
+        if state is not None and state != entry.state:
+            found.fail(f"ballot {entry.ballot_id!r}: state {state} but accepted as {entry.state}")
+    for bid in sorted(set(ballots) - set(journaled)):
         found.fail(f"ballot {bid!r}: in the record but never accepted by the ballot box ({layout.JOURNAL})")

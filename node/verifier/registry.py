@@ -18,7 +18,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, TypeVar
 
+from node.compute import Executor, executor
+from node.crypto.election import ElectionContext
 from node.record.election import Election, Findings
+from node.storage.ballot_cache import BallotCache
 from node.verifier.loader import Loaded
 
 MAX_FAILURES_KEPT = 1000
@@ -85,8 +88,14 @@ class Run:
     election: Election
     workers: int | None = None
     progress: Callable[[int, int], None] | None = None
+    scheduler: str | None = None            # a Dask scheduler's address; None: this machine's cores
+    cache: BallotCache | None = None         # what earlier runs found on the same ballot files
     shared_seconds: float = field(default=0.0, init=False)
     _shared: dict = field(default_factory=dict, init=False, repr=False)
+
+    def executor(self, ctx: ElectionContext) -> Executor:
+        """Where the per-ballot tasks run: the Dask cluster if one is named, else a pool here."""
+        return executor(ctx, self.scheduler, self.workers)
 
     def once(self, compute: Callable[["Run"], T]) -> T:
         """compute(run), computed for the first step that asks and kept for the others (or its error raised again).

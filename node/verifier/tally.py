@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import gmpy2
+from gmpy2 import mpz
 
 from node.crypto.decryption import PublicShares, TallyStatement
-from node.crypto.elgamal import aggregate
+from node.crypto.elgamal import Ciphertext
 from node.crypto.params import STANDARD
-from node.record import layout
+from node.record import codec, layout
+from node.verifier.ballots import every_ballot
 from node.verifier.decryptions import Decryption, check_decryptions, quorum_failures
 from node.verifier.registry import (
     Accumulator, Run, every_key_verified, keys_known, parameters_known, step,
@@ -22,16 +24,11 @@ def aggregation(run: Run, acc: Accumulator) -> None:
         acc.fail(data.error(layout.ENCRYPTED_TALLY))
         return
     tally = data.encrypted_tally[1]
-    cast = data.cast()
+    checked = every_ballot(run)
     expected = {(c.index, o.index) for c in ctx.manifest.contests for o in c.options}
-    columns: dict = {key: [] for key in expected}
-    for rec in cast:
-        for ec in rec.ballot.contests:
-            for s in ec.selections:
-                if (ec.contest_index, s.option_index) in columns:
-                    columns[(ec.contest_index, s.option_index)].append(s.ciphertext)
-    if tally.ballot_count != len(cast):
-        acc.fail(f"encrypted tally: counts {tally.ballot_count} cast ballots, the record has {len(cast)}")
+    totals = checked.tally.totals if checked.tally is not None else {}
+    if tally.ballot_count != checked.cast:
+        acc.fail(f"encrypted tally: counts {tally.ballot_count} cast ballots, the record has {checked.cast}")
     for key in sorted(set(tally.totals) - expected):
         acc.fail(f"encrypted tally: contest {key[0]} option {key[1]} is not in the manifest")
     for key in sorted(expected):
@@ -39,7 +36,7 @@ def aggregation(run: Run, acc: Accumulator) -> None:
         have = tally.totals.get(key)
         if have is None:
             acc.fail(f"encrypted tally: contest {key[0]} option {key[1]} is missing")
-        elif aggregate(STANDARD, columns[key]) != have:                               # (9.A), (9.B)
+        elif totals.get(key, Ciphertext(mpz(1), mpz(1))) != have:                     # (9.A), (9.B)
             acc.fail(f"encrypted tally contest {key[0]} option {key[1]}: (A, B) is not the product of the "
                      f"cast ballots' encryptions (9.A, 9.B)")
 
@@ -90,11 +87,11 @@ def tally_contents(run: Run, acc: Accumulator) -> None:
         acc.fail(data.error(layout.DECRYPTED_TALLY))
         return
     manifest, dec = run.election.parameters.manifest, data.decrypted_tally
-    cast = data.cast()
+    cast = [s for s in every_ballot(run).summaries.values() if s.state == codec.CAST]
     cast_per_contest: dict[int, int] = {}
-    for rec in cast:
-        for ec in rec.ballot.contests:
-            cast_per_contest[ec.contest_index] = cast_per_contest.get(ec.contest_index, 0) + 1
+    for s in cast:
+        for contest_index in s.contests:
+            cast_per_contest[contest_index] = cast_per_contest.get(contest_index, 0) + 1
     seen = set()
     for c in dec.contests:
         acc.items += 1

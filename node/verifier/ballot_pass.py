@@ -1,0 +1,307 @@
+"""One streaming pass over the ballot files of a record: every ballot's checks, and the aggregate of the cast.
+
+The files are cut into batches; `check_batch` is the task, run on this machine's
+process pool or on a Dask cluster (node.compute.executor): it reads its files
+itself (workers must see the record's path), checks each ballot
+(node.verifier.ballot_checks), and returns a small Summary per ballot (what the
+record-wide steps need: id, state, device, chaining field, codes) and the
+partial tally of its cast ballots (eq 79). The partial tallies meet in a tree
+(node.compute.tree_reduce). Nothing holds every ballot: memory grows only by
+the summaries.
+
+With a BallotCache (node/storage/ballot_cache.py), a file checked before (same
+SHA-256, as the record's index gives it, same election, same verifier version)
+is not checked again, and a batch of cast files multiplied before is not
+multiplied again; a cached file outside such a batch is only read and
+multiplied. The record index step checks every file against the index's
+digest, so a file changed behind the index fails the record there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import metadata
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+import msgpack
+from gmpy2 import mpz
+
+from node.compute import Executor, tree_reduce
+from node.crypto.election import ElectionContext
+from node.crypto.elgamal import Ciphertext
+from node.crypto.errors import GuardianError
+from node.crypto.params import STANDARD
+from node.crypto.tally import EncryptedTally, combine_tallies
+from node.record import codec, layout
+from node.storage.ballot_cache import BallotCache
+from node.verifier.ballot_checks import Found, check_ballot
+
+MAX_BATCH = 64              # ballots per task at most: about half a minute of one core on a long ballot
+TASKS_PER_WORKER = 4        # at least this many tasks per worker, so the last ones do not leave cores idle
+STORE_EVERY = 256           # summaries per cache transaction
+
+# The modules whose code decides what a ballot's checks find: a change to any changes the version.
+_VERSIONED = ("node.verifier.ballot_checks", "node.verifier.ballot_pass", "node.crypto.ballot",
+              "node.crypto.range_proof", "node.crypto.ballot_signature", "node.crypto.batch", "node.crypto.hashing",
+              "node.crypto.elgamal", "node.record.codec")
+
+
+@cache
+def verifier_version() -> str:
+    """The package's version and a digest of the code of every module that decides a ballot's checks."""
+    import importlib
+
+    h = hashlib.sha256()
+    for name in _VERSIONED:
+        h.update(Path(importlib.import_module(name).__file__).read_bytes())
+    try:
+        release = metadata.version("guardian-node")
+    except metadata.PackageNotFoundError:
+        release = "unreleased"
+    return f"{release}+{h.hexdigest()[:16]}"
+
+
+def cache_scope(h_e: bytes) -> bytes:
+    """What every cache key of one election and one verifier version starts from."""
+    return hashlib.sha256(b"guardian-node ballot checks\x00" + h_e + verifier_version().encode()).digest()
+
+
+def check_key(scope: bytes, digest: bytes) -> bytes:
+    return hashlib.sha256(scope + digest).digest()
+
+
+@dataclass
+class Summary:
+    """What the record-wide steps need of one ballot, and what its own checks found."""
+
+    rel: str
+    digest: bytes                   # the file's SHA-256
+    ballot_id: str
+    state: str
+    h_e: bytes
+    selection_identifier: int
+    device: str
+    chaining_field: bytes
+    confirmation_code: bytes
+    contests: tuple[int, ...]
+    found: dict[str, Found]
+    cached: bool = False
+
+    def to_bytes(self) -> bytes:
+        return msgpack.packb([self.ballot_id, self.state, self.h_e, int(self.selection_identifier).to_bytes(32, "big"),
+                              self.device, self.chaining_field, self.confirmation_code, list(self.contests),
+                              [[name, *found] for name, found in self.found.items()]], use_bin_type=True)
+
+    @classmethod
+    def from_bytes(cls, data: bytes, rel: str, digest: bytes) -> "Summary":
+        bid, state, h_e, sid, device, chaining, code, contests, found = msgpack.unpackb(data, raw=False)
+        return cls(rel, digest, bid, state, h_e, int.from_bytes(sid, "big"), device, chaining, code, tuple(contests),
+                   {name: (items, list(failures), 0.0) for name, items, failures, _ in found}, cached=True)
+
+
+@dataclass(frozen=True)
+class BallotFile:
+    rel: str
+    check: bool          # run its checks (else its summary is known from the cache)
+    multiply: bool       # multiply it into the batch's tally if it is cast
+
+
+@dataclass
+class BatchResult:
+    summaries: list[Summary]
+    errors: list[tuple[str, str]]            # (rel, why) for a file that could not be read as a ballot
+    tally: EncryptedTally | None             # of the cast ballots multiplied in
+    members: list[bytes]                     # their files' SHA-256s, in the order multiplied
+    seconds: float = 0.0
+
+
+def partial_tally(ctx: ElectionContext, ballots: Iterable[codec.BallotRecord]) -> EncryptedTally:
+    """The tally of some cast ballots: every option's product of their encryptions (eq 79)."""
+    p = ctx.group.p
+    totals: dict[tuple[int, int], list] = {}
+    count = 0
+    for rec in ballots:
+        count += 1
+        for ec in rec.ballot.contests:
+            for s in ec.selections:
+                key = (ec.contest_index, s.option_index)
+                t = totals.get(key)
+                if t is None:
+                    totals[key] = [s.ciphertext.alpha, s.ciphertext.beta]
+                else:
+                    t[0], t[1] = t[0] * s.ciphertext.alpha % p, t[1] * s.ciphertext.beta % p
+    return EncryptedTally({k: Ciphertext(a, b) for k, (a, b) in totals.items()}, count)
+
+
+def _summary(rec: codec.BallotRecord, rel: str, digest: bytes, found: dict[str, Found]) -> Summary:
+    b = rec.ballot
+    return Summary(rel, digest, b.ballot_id, rec.state, rec.h_e, int(b.selection_identifier), b.device,
+                   b.chaining_field, b.confirmation_code, tuple(c.contest_index for c in b.contests), found)
+
+
+def check_batch(ctx: ElectionContext, task: tuple[str, tuple[BallotFile, ...]]) -> BatchResult:
+    """The task: read, check and multiply the files of one batch. Never raises for a bad file."""
+    start = time.perf_counter()
+    root, files = task
+    record = layout.Record(Path(root))
+    summaries, errors, cast, members = [], [], [], []
+    for f in files:
+        try:
+            data = record.read(f.rel)
+            rec = codec.ballot_from_json(STANDARD, codec.load_json(data, f.rel), f.rel)
+        except GuardianError as e:
+            errors.append((f.rel, f"{f.rel}: {e}"))
+            continue
+        digest = hashlib.sha256(data).digest()
+        if f.check:
+            summaries.append(_summary(rec, f.rel, digest, check_ballot(ctx, rec)))
+        if f.multiply and rec.state == codec.CAST:
+            cast.append(rec)
+            members.append(digest)
+    tally = partial_tally(ctx, cast) if cast else None
+    return BatchResult(summaries, errors, tally, members, time.perf_counter() - start)
+
+
+@dataclass
+class Pass:
+    """What the pass over every ballot file found."""
+
+    summaries: dict[str, Summary]                       # by ballot id; a second file for an id is an error
+    errors: dict[str, str]                              # by path
+    tally: EncryptedTally | None                        # of every cast ballot
+    cast: int
+    wall: float
+    cached: int = 0                                      # ballots whose checks came from the cache
+    files: int = 0
+    cpu: float = field(default=0.0)
+
+    def by_rel(self) -> Iterator[Summary]:
+        return iter(sorted(self.summaries.values(), key=lambda s: s.rel))
+
+    def report(self, check: Callable, acc) -> None:
+        """Add the findings of `check` on every ballot, in file order, and its share of the wall time."""
+        share = 0.0
+        for s in self.by_rel():
+            items, failures, seconds = s.found.get(check.__name__, (0, [], 0.0))
+            acc.items += items
+            share += seconds
+            for f in failures:
+                acc.fail(f)
+        acc.seconds += self.wall * share / self.cpu if self.cpu > 0 else share
+
+    def note(self) -> str:
+        return (f"{self.cached} of {self.files} ballots checked before (verification cache)" if self.cached else "")
+
+
+def batch_size(files: int, workers: int) -> int:
+    return max(1, min(MAX_BATCH, files // (TASKS_PER_WORKER * max(1, workers)) or 1))
+
+
+def _batches(root: str, files: list[BallotFile], size: int) -> Iterator[tuple[str, tuple[BallotFile, ...]]]:
+    for start in range(0, len(files), size):
+        yield root, tuple(files[start:start + size])
+
+
+def tally_to_bytes(tally: EncryptedTally) -> bytes:
+    return msgpack.packb([tally.ballot_count, [[c, o, int(ct.alpha).to_bytes(512, "big"), int(ct.beta).to_bytes(512, "big")]
+                                               for (c, o), ct in sorted(tally.totals.items())]], use_bin_type=True)
+
+
+def tally_from_bytes(data: bytes) -> EncryptedTally:
+    count, totals = msgpack.unpackb(data, raw=False)
+    return EncryptedTally({(c, o): Ciphertext(mpz(int.from_bytes(a, "big")), mpz(int.from_bytes(b, "big")))
+                           for c, o, a, b in totals}, count)
+
+
+def run_pass(ctx: ElectionContext, record: layout.Record, executor: Executor, cache: BallotCache | None = None,
+             progress: Callable[[int, int], None] | None = None) -> Pass:
+    """Check every ballot file of `record` (those the cache knows excepted) and multiply the cast ones."""
+    start = time.perf_counter()
+    rels = record.list_dir(layout.BALLOTS)
+    try:
+        index = record.read_index()
+    except GuardianError:
+        index = {}                          # the record index step says why
+    digests = {rel: bytes.fromhex(index[rel]) for rel in rels if rel in index}
+    indexed = set(digests.values())
+    known: dict[str, Summary] = {}
+    covered: list[EncryptedTally] = []
+    scope = cache_scope(ctx.h_e)
+    if cache is not None:
+        keys = {check_key(scope, d): rel for rel, d in digests.items()}
+        for key, found in cache.found(keys).items():
+            rel = keys[key]
+            known[rel] = Summary.from_bytes(found, rel, digests[rel])
+        covered_rels = _cover(cache, scope, known, digests, covered)
+    else:
+        covered_rels = set()
+    files = [BallotFile(rel, rel not in known, rel not in covered_rels) for rel in rels]
+    files = [f for f in files if f.check or f.multiply]
+    size = batch_size(sum(f.check for f in files), executor.workers)
+    results = executor.imap(check_batch, _batches(str(record.root), files, size))
+
+    out = Pass({}, {}, None, 0, 0.0, files=len(rels), cached=len(known))
+    fresh: list[tuple[bytes, bytes]] = []
+    batches: list[tuple[bytes, bytes, bytes]] = []
+    done = 0
+
+    def tallies() -> Iterator[EncryptedTally]:
+        nonlocal done
+        yield from covered
+        for r in results:
+            out.cpu += r.seconds
+            for s in r.summaries:
+                known[s.rel] = s
+                if cache is not None and s.digest == digests.get(s.rel):
+                    fresh.append((check_key(scope, s.digest), s.to_bytes()))
+            for rel, why in r.errors:
+                out.errors[rel] = why
+            if r.tally is not None:
+                if cache is not None and all(d in indexed for d in r.members):
+                    batches.append((scope, b"".join(r.members), tally_to_bytes(r.tally)))
+                yield r.tally
+            done += len(r.summaries) + len(r.errors)
+            if cache is not None and len(fresh) >= STORE_EVERY:
+                cache.store(fresh, batches)
+                fresh.clear()
+                batches.clear()
+            if progress:
+                progress(min(done + out.cached, len(rels)), len(rels))
+
+    out.tally = tree_reduce(lambda a, b: combine_tallies(ctx, a, b), tallies())
+    if cache is not None and (fresh or batches):
+        cache.store(fresh, batches)
+    out.cast = out.tally.ballot_count if out.tally else 0
+    for s in sorted(known.values(), key=lambda s: s.rel):
+        first = out.summaries.get(s.ballot_id)
+        if first is not None:     # multiplied in all the same: the aggregation fails too, as it should
+            out.errors[s.rel] = f"{s.rel}: ballot {s.ballot_id!r} is also in {first.rel}"
+        else:
+            out.summaries[s.ballot_id] = s
+    out.wall = time.perf_counter() - start
+    return out
+
+
+def _cover(cache: BallotCache, scope: bytes, known: dict[str, Summary], digests: dict[str, bytes],
+           covered: list[EncryptedTally]) -> set[str]:
+    """The cast files whose product the cache holds, in disjoint batches; their tallies appended to `covered`."""
+    cast = {}
+    seen_twice = set()
+    for rel, s in known.items():
+        if s.state == codec.CAST:
+            d = digests[rel]
+            if d in cast:
+                seen_twice.add(d)
+            cast[d] = rel
+    taken: set[bytes] = set()
+    for members, product in cache.batches(scope):
+        ds = [members[i:i + 32] for i in range(0, len(members), 32)]
+        if ds and all(d in cast and d not in taken and d not in seen_twice for d in ds) and len(set(ds)) == len(ds):
+            taken.update(ds)
+            covered.append(tally_from_bytes(product))
+    return {cast[d] for d in taken}
+
