@@ -95,6 +95,12 @@ key = ""
 [metrics]
 # Prometheus metrics at http://HOST:PORT/metrics for the operator; empty: off.
 listen = ""
+
+[compute]
+# The guardian's own Dask scheduler (e.g. "tcp://10.0.0.5:8786"), whose workers check the record's
+# ballots for this node (`guardian record follow`, and before a decryption). The workers must see
+# this node's data directory at the same path. Empty: every core of this machine.
+scheduler = ""
 """
 
 
@@ -165,6 +171,7 @@ class NodeConfig:
     peer_open_sessions: int = 8
     peer_pending: int = 8
     fetch_timeout_seconds: float = 600.0
+    compute_scheduler: str | None = None     # a Dask scheduler's address; None: this machine's cores
 
 
 def _load_toml(path: Path) -> dict:
@@ -223,6 +230,7 @@ _SECTIONS = {
     "decryption": {"timeout_seconds", "verify_workers", "allow_rehearsal", "fetch_timeout_seconds"},
     "page": {"enabled", "listen", "cert", "key"},
     "metrics": {"listen"},
+    "compute": {"scheduler"},
 }
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
@@ -330,7 +338,14 @@ def load_node_config(path: Path) -> NodeConfig:
                       maximum, tls_paths[0], tls_paths[1], tls_paths[2], socket, source, timeout, workers,
                       rehearsal, page_enabled, page_host, page_port, page_tls[0], page_tls[1], metrics_host,
                       metrics_port, burst_bytes, bytes_rate, burst_messages, messages_rate, open_sessions, pending,
-                      fetch_timeout)
+                      fetch_timeout, compute_scheduler=_scheduler(doc["compute"], f"{path} [compute]"))
+
+
+def _scheduler(compute: dict, where: str) -> str | None:
+    address = _get(compute, "scheduler", str, where, "").strip()
+    if address and not re.fullmatch(r"(tcp|tls|inproc|ucx)://[^\s/]+(:\d{1,5})?", address):
+        raise ConfigError(f"{where}: scheduler {address!r} is not a Dask scheduler address like tcp://HOST:8786")
+    return address or None
 
 
 def load_roster(path: Path) -> Roster:

@@ -52,3 +52,12 @@ def default_config() -> Path:
 
 def add_config_option(parser) -> None:
     parser.add_argument("--config", type=Path, default=default_config(), metavar="FILE", help=config_help())
+
+
+SCHEDULER_HELP = ("the Dask scheduler whose workers do the work, e.g. tcp://10.0.0.5:8786 (default: "
+                  "$DASK_SCHEDULER_ADDRESS if set, else every core of this machine); the workers must see the "
+                  "record's path and have guardian-node installed (pip install 'guardian-node[cluster]')")
+
+
+def add_scheduler_option(parser) -> None:
+    parser.add_argument("--scheduler", default=None, metavar="ADDRESS", help=SCHEDULER_HELP.replace("%", "%%"))

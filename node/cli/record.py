@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Sequence, TextIO
 
-from node.cli.args import add_config_option, guardian_list, positive_int
+from node.cli.args import add_config_option, add_scheduler_option, guardian_list, positive_int
 from node.crypto.errors import InputError
 
 from node.record import codec, layout
@@ -110,6 +110,7 @@ def register(sub) -> dict:
     enc.add_argument("--chaining", action="store_true",
                      help="simple ballot chaining on this device (spec 3.4.4); its state is kept in --out")
     enc.add_argument("--workers", type=positive_int, default=None, help="processes to use (default: every core)")
+    add_scheduler_option(enc)
     enc.add_argument("--rehearsal", action="store_true", help=REHEARSAL_HELP)
     handlers["encrypt"] = run_encrypt
 
@@ -135,6 +136,8 @@ def register(sub) -> dict:
                                        "no more ballots. " + GATE)
     tally.add_argument("--record", type=Path, required=True, help="the record directory")
     tally.add_argument("--rehearsal", action="store_true", help=REHEARSAL_HELP)
+    tally.add_argument("--workers", type=positive_int, default=None, help="processes to use (default: every core)")
+    add_scheduler_option(tally)
     handlers["tally"] = run_tally
 
     verify = sub.add_parser(
@@ -146,6 +149,10 @@ def register(sub) -> dict:
     verify.add_argument("record", type=Path, help="the record directory")
     verify.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     verify.add_argument("--workers", type=positive_int, default=None, help="processes to use (default: every core)")
+    add_scheduler_option(verify)
+    verify.add_argument("--cache", type=Path, default=None, metavar="FILE",
+                        help="an SQLite file of what earlier runs found on each ballot file (created if missing): "
+                             "a ballot file checked before, for this election by this verifier, is not checked again")
     handlers["verify"] = run_verify
     return handlers
 
@@ -315,7 +322,8 @@ def run_encrypt(args: argparse.Namespace) -> int:
     ctx = bulk_context(ctx, len(fresh), args.workers or worker_count())
     chain = load_chain(out, ctx, args.device) if args.chaining else None
     encrypted = 0
-    for plain, rec in encrypt_into(out, ctx, fresh, args.device, chain, args.workers, Progress("encrypt")):
+    for plain, rec in encrypt_into(out, ctx, fresh, args.device, chain, args.workers, Progress("encrypt"),
+                                   args.scheduler):
         if isinstance(rec, str):
             print(_once(f"refused ballot {plain.ballot_id!r}: {rec}"), file=sys.stderr)
             refused_count += 1
@@ -384,7 +392,7 @@ def run_tally(args: argparse.Namespace) -> int:
         passed = _custody_gate(args.record, "guardian tally", args.rehearsal)
         if not box.closed:
             passed.note(_warn)
-        tally = box.tally()
+        tally = box.tally(args.workers, args.scheduler)
     print(f"encrypted tally of {_count(tally.ballot_count, 'cast ballot')} written to "
           f"{args.record / layout.ENCRYPTED_TALLY}")
     return 0
@@ -397,7 +405,7 @@ def run_verify(args: argparse.Namespace) -> int:
     from node.verifier import format_table, passed, results_to_json, verify_record
 
     start = time.perf_counter()
-    results = verify_record(args.record, args.workers, Progress("verify: ballots"))
+    results = verify_record(args.record, args.workers, Progress("verify: ballots"), args.scheduler, args.cache)
     seconds = time.perf_counter() - start
     for r in results:
         r.failures = [_once(f) for f in r.failures]

@@ -34,13 +34,15 @@ from node.crypto.ballot import (
 )
 from node.crypto.ballot_signature import verify_ballot_signature
 from node.crypto.errors import GuardianError, InputError
-from node.crypto.tally import EncryptedTally, tally_ballots
-from node.compute import Pool, ballot_failure
+from node.crypto.election import ElectionContext
+from node.crypto.tally import EncryptedTally, combine_tallies, tally_ballots
+from node.compute import Pool, ballot_failure, executor, tree_reduce
 
 from node.record import codec, layout
 from node.record.election import OpenElection, open_election
 
 CHUNK_PER_WORKER = 4
+TALLY_BATCH = 32            # ballot files a tally task reads and multiplies
 
 
 @dataclass(frozen=True)
@@ -146,11 +148,20 @@ class BallotBox:
             out.append(codec.ballot_from_json(self.ctx.group, codec.load_json(data, rel), rel))
         return out
 
-    def tally(self) -> EncryptedTally:
-        """Close the box: the encrypted tally, the homomorphic aggregate of the cast ballots (eq 79)."""
+    def tally(self, workers: int | None = None, scheduler: str | None = None) -> EncryptedTally:
+        """Close the box: the encrypted tally, the homomorphic aggregate of the cast ballots (eq 79).
+
+        Streamed: batches of ballot files are read and multiplied on `workers` processes (or the Dask
+        cluster of `scheduler`), and the batches' products meet in a tree; no more than a few batches are
+        in memory at once."""
         if self.closed:
             raise BallotBoxClosed(f"{self.record.root}: the encrypted tally has already been computed")
-        tally = tally_ballots(self.ctx, [r.ballot for r in self.load_ballots(codec.CAST)])
+        cast = [(e.ballot_id, e.sha256) for e in self.entries if e.state == codec.CAST]
+        batches = ((str(self.record.root), tuple(cast[i:i + TALLY_BATCH])) for i in range(0, len(cast), TALLY_BATCH))
+        with executor(self.ctx, scheduler, workers) as pool:
+            tally = tree_reduce(lambda a, b: combine_tallies(self.ctx, a, b), pool.imap(tally_files, batches))
+        if tally is None:
+            tally = tally_ballots(self.ctx, [])
         digest = self.record.write_json(layout.ENCRYPTED_TALLY,
                                         codec.encrypted_tally_to_json(self.ctx.group, self.ctx.h_e, tally))
         known = {layout.ENCRYPTED_TALLY: digest}
@@ -356,6 +367,22 @@ class BallotBox:
 
 
 # --- the journal, shared with recovery, the tally and the verifier's tools --------------------
+
+
+def tally_files(ctx: ElectionContext, task: tuple[str, tuple[tuple[str, str], ...]]) -> EncryptedTally:
+    """The task of the tally: the product of some accepted cast ballots (eq 79), each file checked against the
+    SHA-256 its journal line names. The task names each ballot by (id, SHA-256)."""
+    root, files = task
+    record = layout.Record(Path(root))
+    ballots = []
+    for ballot_id, sha in files:
+        rel = layout.ballot_file(ballot_id)
+        data = record.read(rel)
+        if layout.sha256_hex(data) != sha:
+            raise InputError(f"{record.root}: accepted ballot {ballot_id!r} has changed since it was accepted "
+                             f"({rel})")
+        ballots.append(codec.ballot_from_json(ctx.group, codec.load_json(data, rel), rel).ballot)
+    return tally_ballots(ctx, ballots)
 
 
 def read_journal(record: layout.Record) -> list[codec.JournalEntry]:

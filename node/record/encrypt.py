@@ -12,7 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
-from node.compute import map_tasks
+from node.compute import executor, map_tasks, scheduler_address
 from node.crypto.ballot import (
     BallotChain, EncryptedBallot, PlaintextBallot, confirmation_code, election_id, encrypt_ballot,
     identifier_hash, signature_content,
@@ -42,10 +42,22 @@ def _encrypt_one(ctx: ElectionContext, task: tuple[PlaintextBallot, str]) -> Enc
 
 
 def encrypt_many(ctx: ElectionContext, plaintexts: Sequence[PlaintextBallot], device: str,
-                 workers: int | None = None,
-                 progress: Callable[[int, int], None] | None = None) -> Iterator[EncryptedBallot | str]:
-    """Encrypt on every core, in input order; each result is a ballot (unchained) or the refusal's reason."""
-    return map_tasks(ctx, _encrypt_one, [(b, device) for b in plaintexts], workers, progress)
+                 workers: int | None = None, progress: Callable[[int, int], None] | None = None,
+                 scheduler: str | None = None) -> Iterator[EncryptedBallot | str]:
+    """Encrypt on every core (or on the Dask cluster of `scheduler`), in input order; each result is a ballot
+    (unchained) or the refusal's reason."""
+    items = [(b, device) for b in plaintexts]
+    if scheduler_address(scheduler) is None:
+        return map_tasks(ctx, _encrypt_one, items, workers, progress)
+    return _on_cluster(ctx, items, scheduler, progress)
+
+
+def _on_cluster(ctx, items, scheduler, progress) -> Iterator[EncryptedBallot | str]:
+    with executor(ctx, scheduler) as cluster:
+        for done, result in enumerate(cluster.imap(_encrypt_one, items), start=1):
+            yield result
+            if progress:
+                progress(done, len(items))
 
 
 def read_plaintexts(lines: Iterator[str]) -> tuple[list[PlaintextBallot], list[tuple[str, str]]]:
@@ -85,10 +97,10 @@ def utc_now() -> str:
 
 def encrypt_records(ctx: ElectionContext, plaintexts: Sequence[PlaintextBallot], device: str,
                     chain: BallotChain | None = None, workers: int | None = None,
-                    progress: Callable[[int, int], None] | None = None
+                    progress: Callable[[int, int], None] | None = None, scheduler: str | None = None
                     ) -> Iterator[tuple[PlaintextBallot, codec.BallotRecord | str]]:
     """Encrypt, chain (when `chain` is given, advancing it) and sign; yield (plaintext, record or refusal)."""
-    for plain, result in zip(plaintexts, encrypt_many(ctx, plaintexts, device, workers, progress)):
+    for plain, result in zip(plaintexts, encrypt_many(ctx, plaintexts, device, workers, progress, scheduler)):
         if isinstance(result, str):
             prefix = f"ballot {plain.ballot_id!r}: "
             yield plain, result[len(prefix):] if result.startswith(prefix) else result
@@ -107,10 +119,10 @@ def encrypt_records(ctx: ElectionContext, plaintexts: Sequence[PlaintextBallot],
 
 def encrypt_into(out: Path, ctx: ElectionContext, plaintexts: Sequence[PlaintextBallot], device: str,
                  chain: BallotChain | None = None, workers: int | None = None,
-                 progress: Callable[[int, int], None] | None = None
+                 progress: Callable[[int, int], None] | None = None, scheduler: str | None = None
                  ) -> Iterator[tuple[PlaintextBallot, codec.BallotRecord | str]]:
     """encrypt_records, each ballot written to out/<id>.json before it is yielded, with the chain's state."""
-    for plain, rec in encrypt_records(ctx, plaintexts, device, chain, workers, progress):
+    for plain, rec in encrypt_records(ctx, plaintexts, device, chain, workers, progress, scheduler):
         if not isinstance(rec, str):
             layout.atomic_write(out / f"{rec.ballot_id}.json",
                                 codec.canonical_bytes(codec.ballot_to_json(ctx.group, rec)))

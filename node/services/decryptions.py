@@ -431,10 +431,15 @@ class Decryptions(Service):
                 return kept["steps"]
         except (OSError, ValueError, AttributeError):
             pass
-        command = [sys.executable, "-m", "node.cli.main", "verify", str(copy), "--json"]
+        # With the node's database as the verification cache, a ballot file checked before (by
+        # `guardian record follow` while voting was open, or by an earlier request) is not checked again.
+        command = [sys.executable, "-m", "node.cli.main", "verify", str(copy), "--json",
+                   "--cache", str(self.port.db.path)]
         workers = self.port.config.verify_workers
         if workers:
             command += ["--workers", str(workers)]
+        if self.port.config.compute_scheduler:
+            command += ["--scheduler", self.port.config.compute_scheduler]
         result = await trio.run_process(command, capture_stdout=True, capture_stderr=True, check=False)
         try:
             report = json.loads(result.stdout)
