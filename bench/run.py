@@ -152,8 +152,18 @@ def main() -> int:
     record.add_argument("--ballots", type=int, default=20, help="full ballots to run through the record (default 20)")
     record.add_argument("--manifest", type=Path, help=MANIFEST_HELP)
     record.add_argument("--json", action="store_true", help="only the JSON object")
+    scale = sub.add_parser("scale", help="a record of N full ballots verified streaming: time, peak memory at N "
+                                          "and N/4, the verification cache, a Dask cluster")
+    scale.add_argument("--ballots", type=int, default=40, help="full ballots in the record (default 40)")
+    scale.add_argument("--record", type=Path, help="build the record here and keep it, or reuse the one here")
+    scale.add_argument("--manifest", type=Path, help=MANIFEST_HELP)
+    scale.add_argument("--scheduler", help="also verify on this Dask scheduler's workers (tcp://HOST:8786)")
+    scale.add_argument("--json", action="store_true", help="only the JSON object")
     args = parser.parse_args()
-    if args.suite == "record":
+    if args.suite == "scale":
+        from bench.scale import bench_scale
+        result = bench_scale(args.ballots, args.record, args.manifest, args.scheduler)
+    elif args.suite == "record":
         from bench.record import bench_record
         result = bench_record(args.ballots, args.manifest)
     elif args.suite == "decrypt":

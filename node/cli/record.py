@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Sequence, TextIO
 
-from node.cli.args import add_config_option, add_scheduler_option, guardian_list, positive_int
+from node.cli.args import add_config_option, add_scheduler_option, guardian_list, positive_float, positive_int
 from node.crypto.errors import InputError
 
 from node.record import codec, layout
@@ -93,7 +93,22 @@ def register(sub) -> dict:
     add_config_option(init)
     init.add_argument("--rehearsal", action="store_true",
                       help="start it although custody is not certified (the record then is a rehearsal, and says so)")
-    handlers["record"] = {"init": run_record_init}
+    follow = r_actions.add_parser(
+        "follow", help="check the record's ballots ahead, as the ballot box accepts them, into the node's database",
+        description="Keeps checking the ballots the record's ballot box accepts (every proof, code and signature, "
+                    "and the product of the cast ones), while voting is open, and keeps what it found in the node's "
+                    "database (the verification cache of DATA_DIR/node.sqlite3, keyed by each file's SHA-256, the "
+                    "election's H_E and the verifier's version). When the guardians decrypt, the node then checks "
+                    "only the ballots it has not checked before. Runs until Ctrl-C, or once with --once. The node "
+                    "need not be running.")
+    follow.add_argument("--record", type=Path, required=True, help="the record directory (its ballot box)")
+    add_config_option(follow)
+    follow.add_argument("--once", action="store_true", help="check what is there now, then stop")
+    follow.add_argument("--interval", type=positive_float, default=5.0, metavar="SECONDS",
+                        help="how often to look for new ballots (default 5)")
+    follow.add_argument("--workers", type=positive_int, default=None, help="processes to use (default: every core)")
+    add_scheduler_option(follow)
+    handlers["record"] = {"init": run_record_init, "follow": run_record_follow}
 
     enc = sub.add_parser(
         "encrypt", help="encrypt plaintext ballots with every proof, confirmation code and signature",
@@ -281,6 +296,47 @@ def run_record_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_record_follow(args: argparse.Namespace) -> int:
+    from node.compute import executor
+    from node.config import load_node_config
+    from node.record.ballot_box import read_journal
+    from node.record.election import open_election
+    from node.storage.ballot_cache import BallotCache
+    from node.storage.db import DB_FILE
+    from node.verifier.ballot_pass import check_ahead
+
+    config = load_node_config(args.config)
+    election = open_election(args.record)
+    record = election.record
+    cache_path = config.data_dir / DB_FILE
+    if not cache_path.exists():
+        raise InputError(f"{cache_path}: no node database there (is {args.config} this guardian's node.toml, "
+                         f"and has the node run?)")
+    scheduler = args.scheduler or config.compute_scheduler
+    print(f"following {args.record} (H_E {election.context.h_e.hex().upper()[:16]}...) into {cache_path}"
+          + (f", on the Dask cluster at {scheduler}" if scheduler else ""), flush=True)
+    seen, failed = 0, 0
+    with BallotCache(cache_path) as cache, executor(election.context, scheduler, args.workers) as pool:
+        try:
+            while True:
+                entries = read_journal(record)
+                files = [(layout.ballot_file(e.ballot_id), bytes.fromhex(e.sha256)) for e in entries[seen:]]
+                if files:
+                    done = check_ahead(election.context, record, files, pool, cache, Progress("follow: ballots"))
+                    seen = len(entries)
+                    failed += len(done.failures)
+                    for f in done.failures:
+                        print(_once(f"FAILED {f}"), file=sys.stderr, flush=True)
+                    print(f"{_count(done.checked, 'ballot')} checked, {done.known} checked before; "
+                          f"{_count(seen, 'ballot')} in the box; {_count(failed, 'failure')} so far", flush=True)
+                if args.once:
+                    break
+                time.sleep(args.interval)
+        except KeyboardInterrupt:
+            print(f"stopped: {_count(seen, 'ballot')} of the box checked", flush=True)
+    return 1 if failed else 0
+
+
 # --------------------------------------------------------------------------- encrypt
 
 
@@ -351,18 +407,20 @@ def _expand(paths: Sequence[Path]) -> list[Path]:
     return out
 
 
+SUBMIT_CHUNK = 512         # ballot files read, checked and accepted at a time: memory stays flat
+
+
 def run_submit(args: argparse.Namespace) -> int:
     from node.record.ballot_box import BallotBox, read_submission
 
     if not args.cast and not args.challenge:
         raise InputError("nothing to submit: give ballot files with --cast and/or --challenge")
-    submissions = [read_submission(p, codec.CAST) for p in _expand(args.cast)]
-    submissions += [read_submission(p, codec.CHALLENGED) for p in _expand(args.challenge)]
+    paths = [(p, codec.CAST) for p in _expand(args.cast)] + [(p, codec.CHALLENGED) for p in _expand(args.challenge)]
     counts = {"accepted": 0, "refused": 0}
     progress = Progress("submit: ballots")
 
     def report(o) -> None:
-        progress(counts["accepted"] + counts["refused"] + 1, len(submissions))
+        progress(counts["accepted"] + counts["refused"] + 1, len(paths))
         if o.accepted:
             counts["accepted"] += 1
             state = "cast" if o.state == codec.CAST else "challenged"
@@ -378,7 +436,16 @@ def run_submit(args: argparse.Namespace) -> int:
         passed = _custody_gate(args.record, "guardian ballots submit", args.rehearsal)
         if not box.closed:                     # a closed box refuses on its own: the record stays as it is
             passed.note(_warn)
-        box.submit(submissions, args.workers, report)
+        carried: list = []
+        try:
+            for start in range(0, len(paths), SUBMIT_CHUNK):
+                chunk = carried + [read_submission(p, state) for p, state in paths[start:start + SUBMIT_CHUNK]]
+                carried = []
+                box.submit(chunk, args.workers, report, carry=carried, derive=False)
+            if carried:                        # chained ballots that never found their place: refused now
+                box.submit(carried, args.workers, report, derive=False)
+        finally:
+            box.write_derived()
     print(f"{counts['accepted']} accepted, {counts['refused']} refused")
     return 1 if counts["refused"] else 0
 

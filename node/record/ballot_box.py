@@ -83,6 +83,7 @@ class BallotBox:
         self.selection_ids: dict[int, str] = {}
         self.device_mode: dict[str, str] = {}
         self.device_last: dict[str, bytes] = {}
+        self._known: dict[str, str] = {}       # accepted files not yet in index.json: path -> SHA-256
         self._load_journal()
 
     # --- opening and recovery ----------------------------------------------------------------
@@ -173,12 +174,20 @@ class BallotBox:
 
     def submit(self, submissions: Sequence[Submission], workers: int | None = None,
                report: Callable[[Outcome], None] | None = None,
-               verified: Sequence[tuple[codec.BallotRecord, str]] = ()) -> list[Outcome]:
+               verified: Sequence[tuple[codec.BallotRecord, str]] = (),
+               carry: list[Submission] | None = None, derive: bool = True) -> list[Outcome]:
         """Check and accept ballots; `report` hears each outcome as soon as it is final (accepted = durable).
 
         `verified` holds (ballot record, state) pairs for a caller that has just run
         node.compute.verify_ballots itself on exactly these ballots (the demo):
         their proofs are not checked a second time; every other check still is.
+
+        A caller that submits a long run in chunks passes `carry`: a chained ballot that
+        follows nothing accepted yet nor any of this chunk is put there, to come again with
+        the next chunk, instead of being refused; and `derive=False`, with one
+        `write_derived()` at the end, so that devices.json and index.json are written once
+        rather than after every chunk (until then the journal is the record's truth, and an
+        interrupted run's next opening rewrites them).
         """
         if self.closed:
             raise BallotBoxClosed(f"{self.record.root}: voting is closed (the encrypted tally has been computed)")
@@ -208,6 +217,9 @@ class BallotBox:
             batch_sids[int(rec.ballot.selection_identifier)] = rec.ballot_id
             candidates.append((sub, rec))
         ordered, unlinked = self._chain_order(candidates)
+        if carry is not None:
+            carry += [sub for sub, _ in unlinked]
+            unlinked = []
         for sub, rec in unlinked:
             done(Outcome(sub.source, rec.ballot_id, False, sub.state,
                          f"broken chain: ballot {rec.ballot_id!r} does not follow the last ballot accepted from "
@@ -238,8 +250,9 @@ class BallotBox:
                                  confirmation_code=rec.ballot.confirmation_code.hex().upper()))
         finally:
             pool.close()
-            if accepted_paths:
-                self._write_derived(known)
+            self._known.update(known)
+            if accepted_paths and derive:
+                self.write_derived()
         return outcomes
 
     def _parse(self, sub: Submission) -> tuple[codec.BallotRecord | None, str]:
@@ -360,10 +373,13 @@ class BallotBox:
         self._remember(entry)
         return rel, digest
 
-    def _write_derived(self, known: dict[str, str]) -> None:
+    def write_derived(self) -> None:
         """devices.json and index.json follow from the journal; rewrite them after a batch."""
+        if not self._known:
+            return
         changed = write_devices(self.record, self.ctx.h_e, self.entries)
-        self.record.update_index(changed + [layout.JOURNAL], known)
+        self.record.update_index(changed + [layout.JOURNAL], self._known)
+        self._known = {}
 
 
 # --- the journal, shared with recovery, the tally and the verifier's tools --------------------

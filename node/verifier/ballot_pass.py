@@ -74,7 +74,7 @@ def check_key(scope: bytes, digest: bytes) -> bytes:
     return hashlib.sha256(scope + digest).digest()
 
 
-@dataclass
+@dataclass(slots=True)
 class Summary:
     """What the record-wide steps need of one ballot, and what its own checks found."""
 
@@ -305,3 +305,40 @@ def _cover(cache: BallotCache, scope: bytes, known: dict[str, Summary], digests:
             covered.append(tally_from_bytes(product))
     return {cast[d] for d in taken}
 
+
+
+@dataclass
+class Followed:
+    """One round of checking ahead: the ballots newly checked, and the failures they showed."""
+
+    checked: int
+    failures: list[str]
+    known: int                   # ballots of this round's list the cache already had
+
+
+def check_ahead(ctx: ElectionContext, record: layout.Record, files: list[tuple[str, bytes]], executor: Executor,
+                cache: BallotCache, progress: Callable[[int, int], None] | None = None) -> Followed:
+    """Check the ballot files (rel, SHA-256 the ballot box's journal names) the cache does not know yet, and
+    store what they showed and the products of their cast batches, for the verifier to find later."""
+    scope = cache_scope(ctx.h_e)
+    digests = dict(files)
+    known = cache.found(check_key(scope, d) for _, d in files)
+    todo = [BallotFile(rel, True, True) for rel, d in files if check_key(scope, d) not in known]
+    out = Followed(0, [], len(files) - len(todo))
+    size = batch_size(len(todo), executor.workers)
+    for r in executor.imap(check_batch, _batches(str(record.root), todo, size)):
+        fresh = [(check_key(scope, s.digest), s.to_bytes()) for s in r.summaries if s.digest == digests.get(s.rel)]
+        batches = []
+        if r.tally is not None and len(r.members) == len(set(r.members)):
+            batches.append((scope, b"".join(r.members), tally_to_bytes(r.tally)))
+        cache.store(fresh, batches)
+        for s in r.summaries:
+            if s.digest != digests.get(s.rel):
+                out.failures.append(f"{s.rel}: is not the file the ballot box accepted (its SHA-256 differs)")
+            for _, failures, _ in s.found.values():
+                out.failures += failures
+        out.failures += [why for _, why in r.errors]
+        out.checked += len(r.summaries)
+        if progress:
+            progress(out.checked, len(todo))
+    return out

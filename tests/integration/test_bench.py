@@ -149,3 +149,15 @@ def test_flood():
     # The flood's steady state was measured: beyond b's burst, so some of it was refused as over quota.
     assert figures["refused"].get("quota", 0) > 0, figures["refused"]
     assert figures["stored_bytes"] < figures["offered_bytes"]
+
+
+def test_scale():
+    figures = run_bench("scale", "--ballots", 4, "--manifest", EMBEDDED, timeout=300)
+    assert figures["ballots"] == 4 and figures["quarter_ballots"] == 1 and figures["built"] is True
+    assert figures["verify_passed"] is True and figures["verify_failed_steps"] == []
+    assert figures["verify_cache_again_passed"] is True
+    assert figures["verify_cache_again_note"] == "4 of 4 ballots checked before (verification cache)"
+    assert_positive(figures, "encrypt_s", "submit_s", "verify_s", "verify_ballots_per_s", "verify_peak_rss_mb",
+                    "verify_quarter_peak_rss_mb", "rss_ratio_full_to_quarter", "verify_cache_first_s",
+                    "verify_cache_again_s", "record_bytes", "ballot_file_bytes", "hours_to_verify_1e6_ballots_here")
+    assert_measured(figures, "ceremony_s", "tally_s")

@@ -211,6 +211,30 @@ async def test_a_request_for_one_cast_ballot_is_refused_by_every_node(five, reco
     assert not (record / "decrypted_tally.json").exists() and not (record / "challenged").exists()
 
 
+# --- ballots checked ahead, while voting is open, are not checked again at the decryption -----------------------
+
+
+async def test_ballots_checked_ahead_are_not_checked_again_when_the_guardians_decrypt(five, record):
+    g1, g2, g3 = five[:3]
+    for node in (g2, g3):
+        r = await cli("record", "follow", "--record", record, "--once", "--config", node.config)
+        assert r.returncode == 0, (r.stdout, r.stderr)
+        found = re.search(r"(\d+) ballots? checked, (\d+) checked before; 3 ballots in the box; 0 failures", r.stdout)
+        assert found and int(found.group(1)) + int(found.group(2)) == 3, r.stdout
+        again = await cli("record", "follow", "--record", record, "--once", "--config", node.config)
+        assert "0 ballots checked, 3 checked before" in again.stdout, again.stdout
+    r = await cli("decrypt", "--record", record, "--config", g1.config, "--timeout", ROUND_TIMEOUT)
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    session = await full_session(g1, session_prefix(r.stdout))
+    await completes_on(five, session)
+    for node in (g2, g3):
+        report = json.loads((node.dir / "decryptions" / session / "verified.json").read_bytes())
+        step = report["steps"]["selection well-formedness"]
+        assert (step["result"], step.get("note")) == ("pass", "3 of 3 ballots checked before (verification cache)"), \
+            (node.name, step)
+    check_tally(record, [1, 2, 3, 4, 5], [])
+
+
 # --- (3) two guardians killed in the middle of round 1 ------------------------------------------------------------
 
 

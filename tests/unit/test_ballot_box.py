@@ -191,6 +191,26 @@ def test_refuses_a_broken_chain_and_orders_a_shuffled_one(setup, record):
     assert len(devices[0]["closing_hash"]) == 64
 
 
+def test_the_command_submits_in_chunks_and_a_chain_out_of_order_finds_its_place(setup, record, tmp_path,
+                                                                                monkeypatch, capsys):
+    """`guardian ballots submit` reads, checks and accepts SUBMIT_CHUNK files at a time (memory stays flat); a
+    chained ballot whose predecessor comes in a later chunk waits for it, and the index is written once."""
+    import node.cli.record as record_cli
+    from node.cli.main import main
+
+    _, b = setup
+    c1, c2, c3 = b["chain"]
+    monkeypatch.setattr(record_cli, "SUBMIT_CHUNK", 2)
+    files = tmp_path / "in"
+    files.mkdir()
+    for i, path in enumerate([c3, b["plain"][0], c2, b["plain"][1], c1]):     # the chain backwards, in 3 chunks
+        shutil.copy(path, files / f"{i}-{Path(path).name}")
+    assert main(["ballots", "submit", "--record", str(record), "--cast", str(files), "--rehearsal"]) == 0
+    assert "5 accepted, 0 refused" in capsys.readouterr().out
+    entries = assert_consistent(record, {"c-1", "c-2", "c-3", "p-1", "p-2"})
+    assert [e.ballot_id for e in entries if e.ballot_id.startswith("c-")] == ["c-1", "c-2", "c-3"]
+
+
 def test_refuses_malformed_files_and_unsafe_ids_and_goes_on(setup, record, tmp_path):
     _, b = setup
     garbage = tmp_path / "garbage.json"
