@@ -32,7 +32,8 @@ parts) goes out in chunks, each one signed envelope under the node's frame size
 sends all the chunks of a step at once, committed with the state they depend on,
 so a restart resends none and never cuts a step anew. Each chunk is checked as
 it arrives (its shape, group membership, eq 88 for its statements); a step counts
-once all its chunks are in, in any order, covering every statement once. A copy
+once all its chunks are in, in any order among themselves (a sender's steps keep
+theirs, as over its link), covering every statement once. A copy
 of a chunk is ignored; a chunk that contradicts the others (another count, another
 body under its number, a gap or an overlap) is malformed, like any message, and
 a chunk that never comes leaves its guardian missing for that step. A step that
