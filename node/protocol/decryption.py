@@ -25,6 +25,20 @@ guardians and runs the three steps of 3.6.5 for every statement at once:
                up (eq 93) and checks the proof against the joint key; when it
                fails, eqs 94-95 name the guardian whose part is wrong
 
+A step too large for one frame (a tally of many options, the compensated form's
+parts) goes out in chunks, each one signed envelope under the node's frame size
+(`frame_bytes`, from [network] max_frame_bytes): the body says it is chunk i of
+`chunks` and holds the rows of consecutive statements from `first`. A guardian
+sends all the chunks of a step at once, committed with the state they depend on,
+so a restart resends none and never cuts a step anew. Each chunk is checked as
+it arrives (its shape, group membership, eq 88 for its statements); a step counts
+once all its chunks are in, in any order among themselves (a sender's steps keep
+theirs, as over its link), covering every statement once. A copy
+of a chunk is ignored; a chunk that contradicts the others (another count, another
+body under its number, a gap or an overlap) is malformed, like any message, and
+a chunk that never comes leaves its guardian missing for that step. A step that
+fits in a frame is one message without those fields.
+
 A guardian whose message is malformed, whose values are not in the group, whose
 eq 88 fails or whose part is wrong is excluded for good. A guardian that does
 not answer a step before the timeout is named missing for that round. Either
@@ -45,6 +59,7 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
+import msgpack
 from gmpy2 import mpz
 
 from node.crypto.decryption import (
@@ -65,6 +80,12 @@ REQUEST_TYPE = "decrypt-request"
 MESSAGE_TYPES = frozenset({"decrypt-ready", "decrypt-refuse", "decrypt-round", "decrypt-shares",
                            "decrypt-commitments", "decrypt-responses"})
 MAX_CHALLENGED = 10_000
+DEFAULT_FRAME_BYTES = 2**20          # [network] max_frame_bytes
+# Each step's per-statement matrices, cut by rows (statements) when the step exceeds a frame.
+CHUNKED = {"decrypt-shares": ("values", "digests"), "decrypt-commitments": ("a", "b"), "decrypt-responses": ("v",)}
+# A chunk's bytes besides its rows: the envelope's fields (about 210 with the longest type) and the body's
+# keys and numbers (about 80), with room to spare.
+CHUNK_OVERHEAD = 512
 
 
 class MalformedMessage(InputError):
@@ -234,6 +255,55 @@ def _matrix(value, rows: int, cols: int, length: int, what: str) -> list[list[mp
     return out
 
 
+def chunk_message(type_: str, body: dict, frame_bytes: int) -> list[dict]:
+    """A step's body as it goes out: whole if it fits in a frame, else cut into chunks of consecutive
+    statements, each with (chunk, chunks, first) and at most `frame_bytes` long as an envelope (a single
+    statement larger than that is one chunk, which the node then refuses to send)."""
+    keys = CHUNKED[type_]
+    budget = frame_bytes - CHUNK_OVERHEAD
+    rows = len(body[keys[0]])
+    sizes = [sum(len(msgpack.packb(body[k][s], use_bin_type=True)) for k in keys) for s in range(rows)]
+    if sum(sizes) <= budget:
+        return [body]
+    slices, first, size = [], 0, 0
+    for s, n in enumerate(sizes):
+        if s > first and size + n > budget:
+            slices.append((first, s))
+            first, size = s, 0
+        size += n
+    slices.append((first, rows))
+    return [{"round": body["round"], "chunk": c, "chunks": len(slices), "first": a, **{k: body[k][a:b] for k in keys}}
+            for c, (a, b) in enumerate(slices, 1)]
+
+
+def _is_count(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _slice(body: dict, key: str, rows: int, what: str) -> tuple[int, int, int, int]:
+    """(chunk, chunks, first statement, rows) of a step message: the whole step unless it says it is a chunk."""
+    if not any(k in body for k in ("chunk", "chunks", "first")):
+        return 1, 1, 0, rows
+    chunk, count, first = body.get("chunk"), body.get("chunks"), body.get("first")
+    if not (_is_count(count) and 1 <= count <= rows and _is_count(chunk) and 1 <= chunk <= count
+            and _is_count(first) and 0 <= first < rows):
+        raise MalformedMessage(f"{what}: a chunk needs chunks in 1..{rows}, chunk in 1..chunks and first in "
+                               f"0..{rows - 1}")
+    value = body.get(key)
+    if not isinstance(value, list) or not 1 <= len(value) <= rows - first:
+        raise MalformedMessage(f"{what}: chunk {chunk} of {count} must hold 1 to {rows - first} rows "
+                               f"from statement {first}")
+    return chunk, count, first, len(value)
+
+
+@dataclass
+class Chunks:
+    """What one guardian sent of one step so far: chunk number -> (first statement, end, body, its rows)."""
+
+    count: int
+    got: dict[int, tuple[int, int, dict, list]] = field(default_factory=dict)
+
+
 # --- the public transcript --------------------------------------------------------------------------
 
 @dataclass
@@ -252,6 +322,7 @@ class Round:
     culprits: dict[int, str] = field(default_factory=dict)
     missing: tuple[int, ...] = ()                # named when the coordinator gave up on this round
     results: list | None = None                  # per statement: (M, c, v, [(PartShare, v_i)])
+    chunks: dict[tuple[str, int], Chunks] = field(default_factory=dict)   # (type, guardian): a step not all in
 
     @property
     def step(self) -> str:
@@ -274,9 +345,10 @@ class DecryptionTranscript:
     """The public state of one decryption session, identical on every honest node."""
 
     def __init__(self, request: DecryptionRequest, ctx: DecryptionContext, now: float, *,
-                 heartbeat_seconds: float = DEFAULT_HEARTBEAT_SECONDS) -> None:
+                 heartbeat_seconds: float = DEFAULT_HEARTBEAT_SECONDS, frame_bytes: int = DEFAULT_FRAME_BYTES) -> None:
         self.request, self.ctx = request, ctx
         self.started = now
+        self.frame_bytes = frame_bytes             # this node's largest envelope: its guardian's steps are cut to fit
         self.policy = WaitingPolicy(request.timeout, heartbeat_seconds)
         self.ready: dict[int, int] = {}            # guardian -> the round count it was ready after
         self.refused: dict[int, str] = {}
@@ -402,15 +474,21 @@ class DecryptionTranscript:
         if i in rnd.values:
             return
         rows, cols, g = len(self.ctx.items), len(rnd.parts[i]), self.ctx.group
-        values = _matrix(body.get("values"), rows, cols, g.p_bytes, f"guardian {i}'s partial decryptions")
+        what = f"guardian {i}'s partial decryptions"
+        chunk, count, first, n = _slice(body, "values", rows, what)
+        if self._again(rnd, i, "decrypt-shares", chunk, body):
+            return
+        values = _matrix(body.get("values"), n, cols, g.p_bytes, what)
         digests = body.get("digests")
-        if not isinstance(digests, list) or len(digests) != rows or any(
+        if not isinstance(digests, list) or len(digests) != n or any(
                 not isinstance(row, list) or len(row) != cols or
                 any(not isinstance(d, bytes) or len(d) != 32 for d in row) for row in digests):
-            raise MalformedMessage(f"guardian {i}'s commitment hashes: expected {rows} rows of {cols} 32-byte hashes")
-        check_elements(g, [(x, f"guardian {i}'s partial decryption for {self.ctx.items[s].label}")
+            raise MalformedMessage(f"guardian {i}'s commitment hashes: expected {n} rows of {cols} 32-byte hashes")
+        check_elements(g, [(x, f"guardian {i}'s partial decryption for {self.ctx.items[first + s].label}")
                            for s, row in enumerate(values) for x in row])
-        rnd.values[i], rnd.digests[i] = values, digests
+        whole = self._collect(rnd, i, "decrypt-shares", chunk, count, first, body, list(zip(values, digests)))
+        if whole is not None:
+            rnd.values[i], rnd.digests[i] = [v for v, _ in whole], [d for _, d in whole]
 
     def _commitments(self, rnd: Round, i: int, body: dict) -> None:
         if i in rnd.shares or i not in rnd.values:
@@ -418,21 +496,27 @@ class DecryptionTranscript:
                 raise MalformedMessage(f"guardian {i} sent its commitments before its commitment hashes")
             return
         rows, cols, g = len(self.ctx.items), len(rnd.parts[i]), self.ctx.group
-        a = _matrix(body.get("a"), rows, cols, g.p_bytes, f"guardian {i}'s commitments a")
-        b = _matrix(body.get("b"), rows, cols, g.p_bytes, f"guardian {i}'s commitments b")
-        check_elements(g, [(x, f"guardian {i}'s commitment for {self.ctx.items[s].label}")
-                           for s in range(rows) for x in a[s] + b[s]])
+        chunk, count, first, n = _slice(body, "a", rows, f"guardian {i}'s commitments")
+        if self._again(rnd, i, "decrypt-commitments", chunk, body):
+            return
+        a = _matrix(body.get("a"), n, cols, g.p_bytes, f"guardian {i}'s commitments a")
+        b = _matrix(body.get("b"), n, cols, g.p_bytes, f"guardian {i}'s commitments b")
+        items = self.ctx.items[first:first + n]
+        check_elements(g, [(x, f"guardian {i}'s commitment for {items[s].label}")
+                           for s in range(n) for x in a[s] + b[s]])
         shares = []
-        for s, item in enumerate(self.ctx.items):
+        for s, item in enumerate(items):
             row = []
             for c, part in enumerate(rnd.parts[i]):
-                share = PartShare(part, rnd.values[i][s][c], a[s][c], b[s][c])
-                if commitment_digest(g, item.statement, share, rnd.present) != rnd.digests[i][s][c]:   # eq 88
+                share = PartShare(part, rnd.values[i][first + s][c], a[s][c], b[s][c])
+                if commitment_digest(g, item.statement, share, rnd.present) != rnd.digests[i][first + s][c]:  # eq 88
                     raise MalformedMessage(f"{describe_part(part)}'s commitment for {item.label} does not match "
                                            f"its commitment hash (eq 88)")
                 row.append(share)
             shares.append(row)
-        rnd.shares[i] = shares
+        whole = self._collect(rnd, i, "decrypt-commitments", chunk, count, first, body, shares)
+        if whole is not None:
+            rnd.shares[i] = whole
 
     def _challenges(self, rnd: Round) -> None:
         """M (eq 86) and c (eqs 89, 90) for every statement, from every part of U."""
@@ -453,10 +537,47 @@ class DecryptionTranscript:
         if i not in rnd.shares:     # its own commitments first (3.6.5); others' may still be on their way to us
             raise MalformedMessage(f"guardian {i} answered before sending its commitments")
         rows, cols, g = len(self.ctx.items), len(rnd.parts[i]), self.ctx.group
-        v = _matrix(body.get("v"), rows, cols, g.q_bytes, f"guardian {i}'s responses")
+        chunk, count, first, n = _slice(body, "v", rows, f"guardian {i}'s responses")
+        if self._again(rnd, i, "decrypt-responses", chunk, body):
+            return
+        v = _matrix(body.get("v"), n, cols, g.q_bytes, f"guardian {i}'s responses")
         if any(x >= g.q for row in v for x in row):
             raise MalformedMessage(f"guardian {i}'s responses are not all in Z_q")
-        rnd.responses[i] = v
+        whole = self._collect(rnd, i, "decrypt-responses", chunk, count, first, body, v)
+        if whole is not None:
+            rnd.responses[i] = whole
+
+    @staticmethod
+    def _again(rnd: Round, i: int, type_: str, chunk: int, body: dict) -> bool:
+        """The very chunk guardian i already sent (a copy): nothing to do."""
+        kept = rnd.chunks.get((type_, i))
+        return kept is not None and chunk in kept.got and kept.got[chunk][2] == body
+
+    def _collect(self, rnd: Round, i: int, type_: str, chunk: int, count: int, first: int, body: dict,
+                 rows: list) -> list | None:
+        """Keep one checked chunk of guardian i's step; the step's rows, in statement order, once all are in.
+        A chunk that contradicts the others (another count, another body under its number, a gap or an
+        overlap) is malformed: its sender is named."""
+        kept = rnd.chunks.setdefault((type_, i), Chunks(count))
+        end, total = first + len(rows), len(self.ctx.items)
+        what = f"guardian {i}'s {type_} of round {rnd.number}: chunk {chunk} of {count} (statements {first}..{end - 1})"
+        if count != kept.count:
+            raise MalformedMessage(f"{what} contradicts its chunks of {kept.count}")
+        if chunk in kept.got:
+            raise MalformedMessage(f"{what} differs from its chunk {chunk} received before")
+        # Every chunk holds a statement at least: chunk c starts at c - 1 or later and leaves room after it.
+        fits = (first == 0 if chunk == 1 else first >= chunk - 1) and \
+            (end == total if chunk == count else end <= total - (count - chunk))
+        for j, (f, e, _, _) in kept.got.items():
+            fits = fits and (e + (chunk - j - 1) <= first if j < chunk else end + (j - chunk - 1) <= f)
+            fits = fits and (j != chunk - 1 or e == first) and (j != chunk + 1 or end == f)
+        if not fits:
+            raise MalformedMessage(f"{what} leaves a gap or overlaps its other chunks")
+        kept.got[chunk] = (first, end, body, rows)
+        if len(kept.got) < count:
+            return None
+        del rnd.chunks[(type_, i)]
+        return [row for c in range(1, count + 1) for row in kept.got[c][3]]
 
     def _combine(self, rnd: Round) -> None:
         """v (eq 93) and the accumulated proof for every statement; eqs 94-95 name a wrong part."""
@@ -573,14 +694,18 @@ class DecryptionGuardian:
                 return sends      # the round opens when our own message comes back through the transcript
         if r is None or me not in r.present or r.step not in STEPS:
             return sends
+        # A step goes out whole, or as all its chunks at once: they are committed together with the state.
         if not self._did("decrypt-shares", r.number):
-            sends.append(self._shares(r))
+            sends += self._cut(self._shares(r))
         elif r.step == "commitments" or r.step == "responses":
             if not self._did("decrypt-commitments", r.number):
-                sends.append(self._commitments(r))
+                sends += self._cut(self._commitments(r))
             elif r.step == "responses" and r.challenges is not None and not self._did("decrypt-responses", r.number):
-                sends.append(self._responses(r))
+                sends += self._cut(self._responses(r))
         return sends
+
+    def _cut(self, send: Send) -> list[Send]:
+        return [Send(send.type, body) for body in chunk_message(send.type, send.body, self.t.frame_bytes)]
 
     # --- the three steps ---------------------------------------------------------------------------
 

@@ -498,7 +498,8 @@ class Decryptions(Service):
         sealed = self.port.db.sealed_state(run.session)
         state = self.box.open(sealed) if sealed else None
         transcript = DecryptionTranscript(request, dctx, self.port.now(),
-                                          heartbeat_seconds=self.port.config.heartbeat_seconds)
+                                          heartbeat_seconds=self.port.config.heartbeat_seconds,
+                                          frame_bytes=self.port.config.max_frame_bytes)
         guardian = self._make_guardian(self.port, transcript, self.port.me.sequence, keys, state)
         for raw, own in self.port.db.session_log(run.session):
             envelope = decode_envelope(raw, 64 * 2**20)

@@ -27,7 +27,7 @@ import msgpack
 from node.crypto.group import Group
 from node.crypto.params import STANDARD
 from node.protocol.ceremony import CeremonyFault, Guardian, Transcript
-from node.protocol.decryption import DecryptionGuardian, DecryptionTranscript, MalformedMessage
+from node.protocol.decryption import DEFAULT_FRAME_BYTES, DecryptionGuardian, DecryptionTranscript, MalformedMessage
 from node.protocol.election_config import ElectionConfig
 
 
@@ -100,17 +100,19 @@ class CeremonyMachines:
 
 class DecryptionMachines:
     """Decryption members: each with `keys(i)`, and another guardian class or context where `classes` or
-    `contexts` name one."""
+    `contexts` name one; `frame_bytes` is every member's max_frame_bytes (small: the steps go out in chunks)."""
 
     faults = (MalformedMessage,)
 
     def __init__(self, request, context, keys: Callable[[int], Mapping], classes: Mapping[int, type] | None = None,
-                 contexts: Mapping[int, Any] | None = None) -> None:
+                 contexts: Mapping[int, Any] | None = None, frame_bytes: int = DEFAULT_FRAME_BYTES) -> None:
         self.request, self.context, self.keys = request, context, keys
         self.classes, self.contexts = dict(classes or {}), dict(contexts or {})
+        self.frame_bytes = frame_bytes
 
     def transcript(self, i: int, now: float) -> DecryptionTranscript:
-        return DecryptionTranscript(self.request, self.contexts.get(i, self.context), now)
+        return DecryptionTranscript(self.request, self.contexts.get(i, self.context), now,
+                                    frame_bytes=self.frame_bytes)
 
     def guardian(self, i: int, transcript: DecryptionTranscript, state: dict | None, restarted: bool):
         return self.classes.get(i, DecryptionGuardian)(transcript, i, self.keys(i), state)
