@@ -83,6 +83,12 @@ fetch_timeout_seconds = 600.0
 # Whether this node takes part in a rehearsal decryption (`guardian decrypt --rehearsal`), one whose
 # ceremony has no certificate of every guardian's key custody. Never true for a real election.
 allow_rehearsal = false
+# Where this node may read the published record a decryption names, before asking its peers: directories
+# it can see and http(s) URLs (a file at URL/<its path in the record>), tried in this order, as are those
+# a request names (`guardian decrypt --source`). Every file is checked against the request's index; a
+# location that fails or serves a wrong file is logged, and the file comes from the peers instead.
+# Relative paths are relative to this file. For example: ["https://example.org/election/record"]
+record_sources = []
 
 [page]
 # The guardian's own page: `guardian page` prints a one-time login link to it.
@@ -171,6 +177,7 @@ class NodeConfig:
     peer_open_sessions: int = 8
     peer_pending: int = 8
     fetch_timeout_seconds: float = 600.0
+    record_sources: tuple[str, ...] = ()     # http(s) URLs and absolute paths of the published record
     compute_scheduler: str | None = None     # a Dask scheduler's address; None: this machine's cores
 
 
@@ -227,7 +234,8 @@ _SECTIONS = {
     "tls": {"cert", "key", "ca"},
     "control": {"socket"},
     "passphrase": {"source"},
-    "decryption": {"timeout_seconds", "verify_workers", "allow_rehearsal", "fetch_timeout_seconds"},
+    "decryption": {"timeout_seconds", "verify_workers", "allow_rehearsal", "fetch_timeout_seconds",
+                   "record_sources"},
     "page": {"enabled", "listen", "cert", "key"},
     "metrics": {"listen"},
     "compute": {"scheduler"},
@@ -319,6 +327,9 @@ def load_node_config(path: Path) -> NodeConfig:
     fetch_timeout = _get(dec, "fetch_timeout_seconds", float, where, 600.0)
     if not 1 <= fetch_timeout <= 7 * 86400:
         raise ConfigError(f"{where}: fetch_timeout_seconds must be 1..604800")
+    sources = _get(dec, "record_sources", list, where, [])
+    sources = check_record_sources([s if not isinstance(s, str) or "://" in s or not s else str((base / s).resolve())
+                                    for s in sources], f"{where} record_sources", ConfigError)
     page = doc["page"]
     where = f"{path} [page]"
     page_enabled = _get(page, "enabled", bool, where, True)
@@ -338,7 +349,8 @@ def load_node_config(path: Path) -> NodeConfig:
                       maximum, tls_paths[0], tls_paths[1], tls_paths[2], socket, source, timeout, workers,
                       rehearsal, page_enabled, page_host, page_port, page_tls[0], page_tls[1], metrics_host,
                       metrics_port, burst_bytes, bytes_rate, burst_messages, messages_rate, open_sessions, pending,
-                      fetch_timeout, compute_scheduler=_scheduler(doc["compute"], f"{path} [compute]"))
+                      fetch_timeout, tuple(sources),
+                      compute_scheduler=_scheduler(doc["compute"], f"{path} [compute]"))
 
 
 def _scheduler(compute: dict, where: str) -> str | None:
@@ -346,6 +358,34 @@ def _scheduler(compute: dict, where: str) -> str | None:
     if address and not re.fullmatch(r"(tcp|tls|inproc|ucx)://[^\s/]+(:\d{1,5})?", address):
         raise ConfigError(f"{where}: scheduler {address!r} is not a Dask scheduler address like tcp://HOST:8786")
     return address or None
+
+
+MAX_RECORD_SOURCES = 8
+
+
+def check_record_sources(value: object, what: str, error: type[InputError] = InputError) -> list[str]:
+    """Locations of a published record: http(s) URLs (no query) and absolute paths; `error` names `what`."""
+    if not isinstance(value, list) or len(value) > MAX_RECORD_SOURCES:
+        raise error(f"{what}: at most {MAX_RECORD_SOURCES} record locations, as a list")
+    out: list[str] = []
+    for item in value:
+        if not isinstance(item, str) or not 1 <= len(item) <= 2048 or any(ord(c) < 32 or c == "\x7f" for c in item):
+            raise error(f"{what}: a record location is a URL or a path of 1 to 2048 printable characters")
+        if "://" in item:
+            try:
+                url = urlparse(item)
+                valid = url.scheme in ("http", "https") and url.hostname and not url.query and not url.fragment
+                url.port            # raises on a bad port
+            except ValueError:
+                valid = False
+            if not valid:
+                raise error(f"{what}: {item[:100]!r} is not an http(s) URL of a record directory")
+            item = item.rstrip("/")
+        elif not item.startswith("/"):
+            raise error(f"{what}: {item[:100]!r} is neither an http(s) URL nor an absolute path")
+        if item not in out:
+            out.append(item)
+    return out
 
 
 def load_roster(path: Path) -> Roster:

@@ -25,6 +25,10 @@ def register(sub) -> dict:
                     "decrypts only what its policy allows; any k of the n guardians are enough. The result goes "
                     "into the record. Exits 0 when the record holds the verified decryption, 1 otherwise.")
     p.add_argument("--record", type=Path, help="the record directory (after `guardian tally`)")
+    p.add_argument("--source", action="append", default=[], metavar="URL_OR_PATH",
+                   help="where the guardians' nodes may read the published record first (repeatable): an http(s) URL "
+                        "of it, or a directory they can see; every file is checked against the record's index, and "
+                        "what a location cannot give comes from the peers")
     p.add_argument("--session", help="follow an existing session instead (its hash or a prefix)")
     p.add_argument("--compensated", action="store_true",
                    help="the present guardians also reconstruct each missing guardian's partial decryption")
@@ -47,10 +51,13 @@ def register(sub) -> dict:
 def run_decrypt(args: argparse.Namespace) -> int:
     if (args.record is None) == (args.session is None):
         raise InputError("give either --record DIR (a new session) or --session HASH (follow one)")
+    if args.source and args.record is None:
+        raise InputError("--source goes with --record DIR (a new session)")
     if args.record is not None:
+        sources = [s if "://" in s else str(Path(s).resolve()) for s in args.source]
         result = _control(args, {"cmd": "decrypt-request", "record": str(args.record.resolve()),
                                  "compensated": args.compensated, "ballots": args.ballot, "timeout": args.timeout,
-                                 "rehearsal": args.rehearsal})
+                                 "rehearsal": args.rehearsal, "sources": sources})
         session = result["session"]
         if args.rehearsal:
             print("warning: REHEARSAL: the guardians' nodes decrypt without checking the ceremony certificate; "

@@ -4,6 +4,9 @@ GUARDIAN_CRASH_AT="POINT:TYPE[,POINT:TYPE...]" makes the node SIGKILL itself the
 POINT for a message of TYPE (`*` for any). The points, in the order a received envelope passes them:
   inbox     committed to the inbox, not yet acted on
   applied   acted on by its service (the service's own commits done), not yet marked applied
+and, for record files in chunks, with TYPE `part` (a chunk that does not end its file) or `end`:
+  blob-in   a chunk received and handed to the services
+  blob-out  a chunk sent
 Unset (always, outside those tests) the check is one dictionary lookup.
 """
 
@@ -13,7 +16,7 @@ import os
 import signal
 
 VARIABLE = "GUARDIAN_CRASH_AT"
-POINTS = ("inbox", "applied")
+POINTS = ("inbox", "applied", "blob-in", "blob-out")
 
 
 def _parse(text: str) -> frozenset[tuple[str, str]]:

@@ -22,7 +22,8 @@ from node.protocol.envelope import Envelope
 # beyond this many distinct ones, the rest are counted as "other" so the series stay few.
 MAX_TYPES = 64
 UNAUTHENTICATED = "unauthenticated"
-FRAME_KINDS = {frames.Sync: "sync", frames.Heartbeat: "hb", frames.Want: "want", frames.Blob: "blob"}
+FRAME_KINDS = {frames.Sync: "sync", frames.Heartbeat: "hb", frames.Want: "want", frames.Blob: "blob",
+               frames.Lack: "lack"}
 
 
 class NodeMetrics:
@@ -31,7 +32,8 @@ class NodeMetrics:
     def __init__(self, node) -> None:
         self.registry = CollectorRegistry()
         self._frames = Counter("guardian_link_frames", "Link frames by direction (in, out) and kind "
-                               "(env, relay, sync, hb, want, blob)", ["direction", "kind"], registry=self.registry)
+                               "(env, relay, sync, hb, want, blob, lack)", ["direction", "kind"],
+                               registry=self.registry)
         self._envelopes = Counter("guardian_envelopes", "Envelopes accepted into the inbox (in) or signed and "
                                   "committed to the outbox (out), by message type", ["direction", "type"],
                                   registry=self.registry)

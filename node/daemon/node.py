@@ -6,7 +6,8 @@ Structure (structured concurrency, one nursery):
                 exponential backoff and jitter (one connection per pair of guardians)
   prompts       at start, one call to each peer with a lower sequence number: after the handshake
                 that peer closes it and dials us at once, instead of waiting out its backoff
-  links         handshake, then four tasks: reader, outbox writer, heartbeat, record-file server
+  links         handshake, then four tasks: reader, outbox writer, heartbeat, record-file server (the
+                ranges of record files a peer asked for, in chunks: node/protocol/link.py)
   control       the Unix socket of `guardian status` (node/daemon/control.py)
   signals       SIGINT / SIGTERM cancel everything and the node exits cleanly
 
@@ -25,11 +26,13 @@ from __future__ import annotations
 import errno
 import hashlib
 import logging
+import os
 import random
 import signal
 import ssl
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import h11
@@ -216,6 +219,7 @@ class Node:
         self.quota = Quota(Limits(config.peer_burst_bytes, config.peer_bytes_per_second, config.peer_burst_messages,
                                   config.peer_messages_per_second, config.peer_open_sessions))
         self.services: list[Service] = []
+        self._checked_files: dict[Path, tuple] = {}     # record file -> (size, mtime, inode, digest) it had
         self._node_types: dict[str, Service] = {}
         self._session_owner: dict[bytes, Service] = {}
         self._commands: dict[str, Callable[[dict], Any]] = {"status": lambda r: self.status(),
@@ -514,7 +518,8 @@ class Node:
             return
         if peer.cancel is not None:
             peer.cancel.cancel()          # a newer link replaces the old one
-        connection = Connection(ws, frames.LinkFrames(handshake.link), self.metrics)
+        connection = Connection(ws, frames.LinkFrames(handshake.link, frames.chunk_bytes(self.config.max_frame_bytes)),
+                                self.metrics)
         with trio.CancelScope() as scope:
             peer.cancel = scope
             peer.connection = connection
@@ -606,13 +611,16 @@ class Node:
                 peer.cursor_set.set()
             elif isinstance(event, frames.Want):
                 try:
-                    connection.wants_in.send_nowait(event.digests)
+                    connection.wants_in.send_nowait(event.ranges)
                 except trio.WouldBlock:
                     pass              # asked too much at once: it asks again
             elif isinstance(event, frames.Blob):
-                if hashlib.sha256(event.data).digest() == event.digest:
-                    for service in self.services:
-                        service.on_blob(event.digest, event.data)
+                for service in self.services:
+                    service.on_blob(peer.entry.sequence, event)
+                crash_points.reached("blob-in", "end" if event.offset + len(event.data) == event.total else "part")
+            elif isinstance(event, frames.Lack):
+                for service in self.services:
+                    service.on_lack(peer.entry.sequence, list(event.digests))
 
     def receive_envelope(self, frame: bytes, via: str, relayed: bool = False) -> None:
         """Check an envelope, commit it to the inbox, then act on it; the node never raises on input.
@@ -711,21 +719,57 @@ class Node:
             await changed.wait()
 
     async def _blob_server(self, connection: Connection, peer: PeerState, scope: trio.CancelScope) -> None:
-        """Send the public record files a peer asked for, that this node has."""
-        async for digests in connection.wants_out:
-            for digest in digests:
-                data = next((d for d in (s.blob(digest) for s in self.services) if d is not None), None)
-                if data is not None:
-                    await connection.send("blob", [digest, data])
+        """Send the ranges of public record files a peer asked for, chunk by chunk, each read from disk at
+        its offset (no whole file in memory); a `lack` for those this node does not have."""
+        chunk = frames.chunk_bytes(self.config.max_frame_bytes)
+        async for ranges in connection.wants_out:
+            lacking: list[bytes] = []
+            for r in ranges:
+                found = await self._record_file(r.digest)
+                if found is None:
+                    if r.digest not in lacking:
+                        lacking.append(r.digest)
+                    continue
+                path, size = found
+                if r.offset >= size:
+                    await connection.send("blob", [r.digest, size, size, b""])      # the file ends here
+                    continue
+                offset, end = r.offset, min(r.offset + r.length, size)
+                while offset < end:
+                    data = await trio.to_thread.run_sync(_read_at, path, offset, min(chunk, end - offset))
+                    if not data:
+                        break         # shorter than when it was checked: the peer's SHA-256 check refuses it
+                    await connection.send("blob", [r.digest, offset, size, data])
+                    offset += len(data)
+                    crash_points.reached("blob-out", "end" if offset == size else "part")
+            if lacking:
+                await connection.send("lack", lacking)
 
-    async def want(self, sequence: int, digests: list[bytes]) -> None:
-        """Ask a peer for record files by SHA-256 (it answers with those it has)."""
+    async def _record_file(self, digest: bytes) -> tuple[Path, int] | None:
+        """The file a service serves for this SHA-256 and its size, if it still has that digest: checked
+        once (in a worker thread) and again whenever its size, mtime or inode changes."""
+        path = next((p for p in (s.blob(digest) for s in self.services) if p is not None), None)
+        if path is None:
+            return None
+        try:
+            st = await trio.to_thread.run_sync(os.stat, path)
+        except OSError:
+            return None
+        key = (st.st_size, st.st_mtime_ns, st.st_ino, digest)
+        if self._checked_files.get(path) != key:
+            if not await trio.to_thread.run_sync(_has_digest, path, digest):
+                return None
+            self._checked_files[path] = key
+        return path, st.st_size
+
+    async def want(self, sequence: int, ranges: list[list]) -> None:
+        """Ask a peer for ranges [digest, offset, length] of record files (it sends those it has)."""
         peer = next((p for p in self.peers.values() if p.entry.sequence == sequence), None)
         connection = peer.connection if peer is not None else None
         if connection is None:
             return
         try:
-            await connection.send("want", digests)
+            await connection.send("want", ranges)
         except LINK_CLOSED:
             pass
 
@@ -880,8 +924,8 @@ class NodePort(Port):
     def links(self) -> dict[int, LinkView]:
         return self._node.links()
 
-    async def want(self, sequence: int, digests: list[bytes]) -> None:
-        await self._node.want(sequence, digests)
+    async def want(self, sequence: int, ranges: list[list]) -> None:
+        await self._node.want(sequence, ranges)
 
     def start_task(self, fn: Callable[..., Any], *args: Any) -> None:
         assert self._node._nursery is not None, "tasks start once the node runs"
@@ -945,6 +989,22 @@ def _jsonable(value):
     if isinstance(value, dict):
         return {k: _jsonable(v) for k, v in value.items()}
     return value
+
+
+def _read_at(path: Path, offset: int, size: int) -> bytes:
+    with open(path, "rb") as f:
+        return os.pread(f.fileno(), size, offset)
+
+
+def _has_digest(path: Path, digest: bytes) -> bool:
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            while block := f.read(2**20):
+                h.update(block)
+    except OSError:
+        return False
+    return h.digest() == digest
 
 
 async def _try_send(ws, frame: bytes) -> None:

@@ -3,8 +3,10 @@
 A session goes through four stages on every node:
 
   fetching  the node gets its own copy of the record, file by file, by SHA-256
-            from the index the request names (link frames "want" / "blob"; the
-            requester has every file, and any node with a copy serves it)
+            from the index the request names: from the record locations it is
+            given (the request's, then its own [decryption] record_sources), else
+            in chunks over the links (node/services/record_copy.py; the requester
+            has every file, and any node with a copy serves it)
   checking  `guardian verify` runs on the copy in a child process, then the node's
             policy (node/services/decryption_policy.py) derives the statements or refuses
   ready     the DecryptionTranscript and this node's DecryptionGuardian run the
@@ -33,6 +35,7 @@ from typing import Callable, Mapping
 
 import trio
 
+from node.config import check_record_sources
 from node.crypto.errors import GuardianError, InputError
 from node.services.decryption_policy import Checked, PolicyRefusal, check_record, custody_refusal
 from node.protocol.ceremony import Guardian, Transcript
@@ -44,16 +47,19 @@ from node.protocol.election_config import parse_election_config
 from node.protocol.lifecycle import DECRYPTION
 from node.protocol.waiting import LinkView, SessionView, awaited, decide, linked_guardians
 from node.protocol.envelope import Envelope, decode_envelope
+from node.protocol.link import Blob
 from node.record import codec, layout
 from node.record.custody_gate import mark_rehearsal
 from node.record.decrypted import JointResult, challenged_record, quorum, tally_record, write_decryptions
 from node.services.pending import room_for
 from node.services.port import Port, Service
+from node.services.record_copy import LocationError, Transfers, copy_checked, place, read_location
 from node.storage.state_box import StateBox
 
 log = logging.getLogger("guardian.decryption")
 FETCH_RETRY_SECONDS = 1.0
-MAX_WANT = 32
+LOCATION_READS = 4          # files read from record locations at once
+LOCATION_STRIKES = 3        # failures in a row after which a location is no longer tried for a session
 ACTIVE = ("fetching", "checking", "ready")
 SAFE_PATH = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*(/[A-Za-z0-9_][A-Za-z0-9._-]*)*")
 SUMMARY = "decryption_session.json"
@@ -97,6 +103,8 @@ class Session:
         self.wake = trio.Event()
         self.timings: dict[str, float] = {}
         self.fetch_error: str | None = None
+        self.sources: list[str] = []             # record locations: the request's, then this node's
+        self.located: set[bytes] = set()         # digests already tried at the locations
         # What `guardian decrypt` shows as it goes: one event each time the stage, the round, its step, who is
         # ready, linked or awaited changes; numbered, so a follower polling the status misses none.
         self.events: list[dict] = []
@@ -122,6 +130,8 @@ class Decryptions(Service):
         self.serving: dict[bytes, Path] = {}    # public record files this node can give its peers
         self._up: set[int] = set()              # guardians linked when the links were last looked at
         self._dropped: dict[int, float] = {}    # guardian -> when its link was seen to go down
+        self.transfers = Transfers(port.links, port.want, self._refuse_file, port.now, port.me.sequence,
+                                   self._incoming(), port.config.max_frame_bytes, self._arrived)
 
     def commands(self) -> dict:
         return {"decrypt-request": self._request_command, "decrypt-status": lambda r: self.status(r.get("session"))}
@@ -134,8 +144,9 @@ class Decryptions(Service):
         if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
                                     or not 1 <= timeout <= 86400):
             raise InputError("timeout must be between 1 and 86400 seconds")
+        sources = check_record_sources(request.get("sources") or [], "--source")
         return {"session": self.request(str(request["record"]), bool(request.get("compensated")), ballots, timeout,
-                                        request.get("rehearsal") is True)}
+                                        request.get("rehearsal") is True, sources)}
 
     def session_kind(self, session: bytes) -> tuple[str, str | None] | None:
         return "decryption", None
@@ -149,6 +160,7 @@ class Decryptions(Service):
     # --- start and restart ------------------------------------------------------------------------
 
     def start(self) -> None:
+        keep: set[bytes] = set()        # what the copies still fetching need of the partial files
         for d in self.port.db.decryptions():
             if d["status"] == "invalid":
                 continue
@@ -157,18 +169,24 @@ class Decryptions(Service):
             copy = self._copy(d["session"])
             if (copy / layout.INDEX).exists():
                 self._serve_copy(copy)
+            if d["status"] == "fetching":
+                keep |= {request.record, *self._index_digests(copy)}
             if d["status"] in ACTIVE:
                 # Its fetching deadline counts from the request, across restarts.
-                self._begin(d["session"], request, d["requester"], d["record_dir"], time.time() - d["created"])
+                self._begin(d["session"], request, d["requester"], d["record_dir"], time.time() - d["created"],
+                            self._load_sources(d["session"]))
+        self.transfers.prune(keep)
+        self.port.start_task(self.transfers.run)
 
     def _listen(self, session: bytes) -> None:
         self.port.accept_session(session, MESSAGE_TYPES)
 
     def _begin(self, session: bytes, request: DecryptionRequest, requester: str, record_dir: str | None,
-               age: float = 0.0) -> None:
+               age: float = 0.0, sources: list[str] = ()) -> None:
         now = self.port.now()
         run = Session(session, request, requester, record_dir, now,
                       now + self.port.config.fetch_timeout_seconds - max(0.0, age))
+        run.sources = list(dict.fromkeys([*sources, *self.port.config.record_sources]))
         self.sessions[session] = run
         self.port.start_task(self._guarded, run)
 
@@ -184,8 +202,9 @@ class Decryptions(Service):
     # --- requests -----------------------------------------------------------------------------------
 
     def request(self, record_dir: str, compensated: bool, ballots: list[str] | None, timeout: float | None,
-                rehearsal: bool = False) -> str:
-        """`guardian decrypt --record DIR`: ask every guardian to decrypt the record's tally and challenged ballots."""
+                rehearsal: bool = False, sources: list[str] = ()) -> str:
+        """`guardian decrypt --record DIR [--source URL_OR_PATH]`: ask every guardian to decrypt the record's
+        tally and challenged ballots (reading the record from the sources, if they can, else from the peers)."""
         root = Path(record_dir).resolve()
         record = layout.Record(root)
         if not record.exists(layout.INDEX):
@@ -204,12 +223,8 @@ class Decryptions(Service):
         ceremony = self._ceremony_for(h_e)
         self._custody_gate(ceremony, rehearsal)
         for rel, digest in index.items():
-            size = record.path(rel).stat().st_size if record.exists(rel) else None
-            if size is None or layout.sha256_file(record.path(rel)) != digest:
+            if not record.exists(rel) or layout.sha256_file(record.path(rel)) != digest:
                 raise InputError(f"{root}: {rel} does not match the record's index; run `guardian verify {root}`")
-            if size > self.port.config.max_frame_bytes - 1024:
-                raise InputError(f"{root}: {rel} is {size} bytes, more than a peer accepts in one frame "
-                                 f"(max_frame_bytes {self.port.config.max_frame_bytes})")
         if ballots:
             wanted = [layout.check_ballot_id(b) for b in ballots]
             tally = None
@@ -244,8 +259,9 @@ class Decryptions(Service):
         self._serve_record(root, index, index_bytes)
         self.port.db.add_decryption(session, data, self.port.me.name, "fetching", {}, str(root))
         self._listen(session)
-        self.port.send(REQUEST_TYPE, {"request": data})
-        self._begin(session, request, self.port.me.name, str(root))
+        self._keep_sources(session, list(sources))
+        self.port.send(REQUEST_TYPE, {"request": data, **({"sources": list(sources)} if sources else {})})
+        self._begin(session, request, self.port.me.name, str(root), sources=list(sources))
         return session.hex()
 
     def _custody_gate(self, ceremony: bytes, rehearsal: bool) -> None:
@@ -293,9 +309,17 @@ class Decryptions(Service):
             return
         if not room_for(self.port, "decryptions", sender, ACTIVE, "decryption requests"):
             return
+        sources: list[str] = []
+        if body.get("sources") is not None:
+            try:
+                sources = check_record_sources(body["sources"], "its record locations")
+            except InputError as e:     # the request stands; only its locations are not used
+                self.port.db.refuse(sender, "bad record location", str(e)[:300])
+                log.warning("decryption request %s from %s: %s; they are not used", session.hex()[:16], sender, e)
         if self.port.db.add_decryption(session, data, sender, "fetching", {}):
             self._listen(session)
-            self._begin(session, request, sender, None)
+            self._keep_sources(session, sources)
+            self._begin(session, request, sender, None, sources=sources)
 
     def on_session_message(self, envelope: Envelope) -> None:
         run = self.sessions.get(envelope.session)
@@ -317,90 +341,171 @@ class Decryptions(Service):
         except (OSError, GuardianError):
             pass
 
-    def blob(self, digest: bytes) -> bytes | None:
-        """A public record file a peer asked for, if this node has it and it is unchanged."""
-        path = self.serving.get(digest)
-        if path is None:
-            return None
-        try:
-            data = path.read_bytes()
-        except OSError:
-            return None
-        return data if hashlib.sha256(data).digest() == digest else None
+    def blob(self, digest: bytes) -> Path | None:
+        """A public record file a peer asked for, if this node has it (the daemon checks its digest)."""
+        return self.serving.get(digest)
 
-    def on_blob(self, digest: bytes, data: bytes) -> None:
+    def on_blob(self, peer: int, blob: Blob) -> None:
+        self.transfers.on_blob(peer, blob)
+
+    def on_lack(self, peer: int, digests: list[bytes]) -> None:
+        self.transfers.on_lack(peer, digests)
+
+    def _refuse_file(self, peer: int, detail: str) -> None:
+        name = self._names().get(peer, f"guardian {peer}")
+        if self.port.db.refuse(name, "bad record file", detail):
+            log.warning("record file from %s refused: %s", name, detail)
+
+    def _arrived(self, digest: bytes) -> None:
         for run in self.sessions.values():
-            if run.needed is not None and not run.needed or run.fetch_error:
-                continue          # its copy is complete (or refused): nothing more to store
-            try:
-                stored = self._store(run, digest, data)
-            except GuardianError as e:       # e.g. an index naming unsafe paths: the session refuses
-                run.fetch_error, stored = str(e), True
-            if stored:
+            if run.needed is None or digest in run.needed:
                 run.poke()
 
-    def _store(self, run: Session, digest: bytes, data: bytes) -> bool:
+    def _incoming(self) -> Path:
+        return self.port.config.data_dir / "decryptions" / "incoming"
+
+    def _keep_sources(self, session: bytes, sources: list[str]) -> None:
+        if sources:
+            path = self._copy(session).parent / "sources.json"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            layout.atomic_write(path, json.dumps(sources).encode())
+
+    def _load_sources(self, session: bytes) -> list[str]:
+        path = self._copy(session).parent / "sources.json"
+        try:
+            return check_record_sources(json.loads(path.read_text()), str(path))
+        except FileNotFoundError:
+            return []
+        except (OSError, ValueError, GuardianError) as e:
+            log.warning("%s: %s; the session's record locations are not used", path, e)
+            return []
+
+    def _index_digests(self, copy: Path) -> set[bytes]:
+        try:
+            index = codec.index_from_json(codec.load_json((copy / layout.INDEX).read_bytes(), layout.INDEX))
+            return {bytes.fromhex(d) for d in index.values()}
+        except (OSError, GuardianError):
+            return set()
+
+    async def _take_index(self, run: Session, data: bytes) -> None:
+        """The request's index arrived (checked): the files it names that the copy lacks are needed."""
         copy = self._copy(run.session)
+        index = codec.index_from_json(codec.load_json(data, layout.INDEX))
+        for rel in index:
+            if not SAFE_PATH.fullmatch(rel) or rel == layout.INDEX:
+                raise PolicyRefusal(f"the record's index names an unsafe path {rel[:80]!r}")
+        copy.mkdir(parents=True, exist_ok=True)
+        needed = await trio.to_thread.run_sync(_missing, copy, index)
+        layout.atomic_write(copy / layout.INDEX, data)
+        run.needed = needed
+
+    async def _got(self, run: Session, digest: bytes, path: Path) -> None:
+        """A file of this node's own (checked against its digest): the index, or files of the copy."""
         if run.needed is None:
-            if digest != run.request.record:
-                return False
-            index = codec.index_from_json(codec.load_json(data, layout.INDEX))
-            for rel in index:
-                if not SAFE_PATH.fullmatch(rel) or rel == layout.INDEX:
-                    raise PolicyRefusal(f"the record's index names an unsafe path {rel[:80]!r}")
-            copy.mkdir(parents=True, exist_ok=True)
-            run.needed = {}
-            for rel, hex_digest in index.items():
-                if not (copy / rel).exists() or layout.sha256_file(copy / rel) != hex_digest:
-                    run.needed.setdefault(bytes.fromhex(hex_digest), []).append(rel)
-            layout.atomic_write(copy / layout.INDEX, data)
-            return True
-        paths = run.needed.pop(digest, None)
-        if paths is None:
-            return False
-        for rel in paths:
-            (copy / rel).parent.mkdir(parents=True, exist_ok=True)
-            layout.atomic_write(copy / rel, data)
-        return True
+            if digest == run.request.record:
+                await self._take_index(run, await trio.to_thread.run_sync(path.read_bytes))
+            return
+        rels = run.needed.get(digest)
+        if rels is not None:
+            copy = self._copy(run.session)
+            await trio.to_thread.run_sync(place, path, [copy / rel for rel in rels])
+            run.needed.pop(digest, None)
 
     async def _fetch(self, run: Session) -> None:
         copy = self._copy(run.session)
         if (copy / layout.INDEX).exists():
             data = (copy / layout.INDEX).read_bytes()
             if hashlib.sha256(data).digest() == run.request.record:
-                self._store(run, run.request.record, data)
-        with trio.move_on_at(run.fetch_deadline):
-            await self._fetch_files(run)
-            self._serve_copy(copy)
-            return
+                await self._take_index(run, data)
+        try:
+            with trio.move_on_at(run.fetch_deadline):
+                await self._fetch_files(run)
+                self._serve_copy(copy)
+                return
+        finally:
+            self.transfers.release(run.session, {run.request.record, *self._index_digests(copy)})
         missing = "its index" if run.needed is None else f"{len(run.needed)} of its files"
         raise InputError(f"the record did not arrive within {self.port.config.fetch_timeout_seconds:g} s of the "
                          f"request ([decryption] fetch_timeout_seconds): {missing} never came from any peer")
 
     async def _fetch_files(self, run: Session) -> None:
+        """Each file from what this node serves (the requester has them all), else the record locations,
+        else its peers over the links; every one checked against the digest the index gives it."""
+        incoming = self._incoming()
+        incoming.mkdir(parents=True, exist_ok=True)
+        requester = self.port.roster.by_name(run.requester)
         while run.needed is None or run.needed:
             if run.fetch_error:
                 raise PolicyRefusal(run.fetch_error)
-            wanted = [run.request.record] if run.needed is None else list(run.needed)
-            for digest in wanted:
-                data = self.blob(digest)          # the requester has the files itself
-                if data is not None:
-                    self._store(run, digest, data)
-            if run.needed is not None and not run.needed:
-                break
-            wanted = [run.request.record] if run.needed is None else list(run.needed)[:MAX_WANT]
             wake = run.wake
-            for sequence in self._peers_first(run.requester):
-                await self.port.want(sequence, wanted)
+            wanted = [run.request.record] if run.needed is None else list(run.needed)
+            got = False
+            for digest in wanted:
+                ready = self.transfers.ready.get(digest)
+                served = self.serving.get(digest)
+                if ready is not None:
+                    await self._got(run, digest, ready)
+                    got = True
+                elif served is not None:
+                    temp = incoming / f"tmp-{digest.hex()}-{secrets.token_hex(4)}"
+                    if await trio.to_thread.run_sync(copy_checked, served, digest, temp):
+                        await self._got(run, digest, temp)
+                        got = True
+                    _unlink(temp)
+            if got:
+                continue
+            fresh = [d for d in wanted if d not in run.located]
+            if fresh and run.sources:
+                await self._from_locations(run, fresh)
+                continue
+            self.transfers.need(run.session, wanted, requester.sequence if requester else None)
             with trio.move_on_after(FETCH_RETRY_SECONDS):
                 await wake.wait()
 
-    def _peers_first(self, name: str) -> list[int]:
-        """The linked peers, the requester (which has every file) first."""
-        links = self.port.links()
-        peers = sorted((e for e in self.port.roster.entries if e.sequence != self.port.me.sequence),
-                       key=lambda e: (e.name != name, e.sequence))
-        return [e.sequence for e in peers if links[e.sequence].connected]
+    async def _from_locations(self, run: Session, digests: list[bytes]) -> None:
+        """Read these files from the record locations, in order; a location that fails or serves a wrong file
+        is logged (one line naming it and the file), and the file comes from the next one, or the links."""
+        incoming = self._incoming()
+        names = {run.request.record: layout.INDEX} if run.needed is None else \
+            {d: run.needed[d][0] for d in digests if d in run.needed}
+        strikes: dict[str, int] = {}
+        got: list[tuple[bytes, Path]] = []
+        counts: dict[str, int] = {}
+        limiter = trio.CapacityLimiter(LOCATION_READS)
+
+        async def one(digest: bytes, rel: str) -> None:
+            for i, location in enumerate(run.sources):
+                if strikes.get(location, 0) >= LOCATION_STRIKES:
+                    continue
+                temp = incoming / f"tmp-{digest.hex()}-{secrets.token_hex(4)}"
+                try:
+                    async with limiter:
+                        await trio.to_thread.run_sync(read_location, location, rel, digest, temp)
+                except LocationError as e:
+                    strikes[location] = strikes.get(location, 0) + 1
+                    later = [loc for loc in run.sources[i + 1:] if strikes.get(loc, 0) < LOCATION_STRIKES]
+                    log.warning("decryption %s: record location %s, %s: %s; %s", run.session.hex()[:16], location,
+                                rel, e, "trying the next location" if later else "it comes from the peers")
+                    if strikes[location] == LOCATION_STRIKES:
+                        log.warning("decryption %s: record location %s failed %d times in a row; not tried again "
+                                    "for this session", run.session.hex()[:16], location, LOCATION_STRIKES)
+                    continue
+                strikes[location] = 0
+                counts[location] = counts.get(location, 0) + 1
+                got.append((digest, temp))
+                return
+
+        run.located.update(digests)
+        async with trio.open_nursery() as nursery:
+            for digest, rel in names.items():
+                nursery.start_soon(one, digest, rel)
+        for location, count in counts.items():
+            log.info("decryption %s: %d record file(s) read from %s", run.session.hex()[:16], count, location)
+        for digest, temp in got:
+            try:
+                await self._got(run, digest, temp)
+            finally:
+                _unlink(temp)
 
     # --- stage 2: the policy ----------------------------------------------------------------------------
 
@@ -553,6 +658,7 @@ class Decryptions(Service):
 
     def links_changed(self) -> None:
         """A link came up or went down: the coordinator may now wait for fewer (or more) guardians."""
+        self.transfers.links_changed()
         self._links()
         for run in self.sessions.values():
             if run.transcript is not None:
@@ -759,6 +865,23 @@ class Decryptions(Service):
         key = ("ready", state["round"], state["step"], tuple(state["ready"]), tuple(state["linked"]),
                tuple(state["awaited"]), state["stalled"], tuple(event["excluded"]), tuple(event["refused"]))
         self._note(run, event, key, now)
+
+
+def _missing(copy: Path, index: dict[str, str]) -> dict[bytes, list[str]]:
+    """digest -> the paths of the copy that lack it (or hold other bytes)."""
+    needed: dict[bytes, list[str]] = {}
+    for rel, hex_digest in index.items():
+        path = copy / rel
+        if not path.is_file() or layout.sha256_file(path) != hex_digest:
+            needed.setdefault(bytes.fromhex(hex_digest), []).append(rel)
+    return needed
+
+
+def _unlink(path: Path) -> None:
+    try:
+        path.unlink()
+    except OSError:
+        pass
 
 
 def _election_of(export: Path) -> tuple[bytes, tuple[int, int]]:

@@ -11,11 +11,13 @@ No service imports the daemon, and the daemon knows services only through what t
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Callable, Mapping, Protocol, Sequence
 
 from node.config import NodeConfig, Roster, RosterEntry
 from node.identity import Identity
 from node.protocol.envelope import NODE_SESSION, Envelope
+from node.protocol.link import Blob
 from node.protocol.waiting import LinkView
 from node.storage.db import NodeDatabase
 
@@ -50,8 +52,9 @@ class Port(Protocol):
     def links(self) -> Mapping[int, LinkView]:
         """Every guardian by sequence number: linked now, and when last heard (node clock). Self included."""
 
-    async def want(self, sequence: int, digests: list[bytes]) -> None:
-        """Ask one peer for record files by SHA-256; it answers with those it has (Service.on_blob)."""
+    async def want(self, sequence: int, ranges: list[list]) -> None:
+        """Ask one peer for ranges [digest, offset, length] of record files by SHA-256; it answers with chunks
+        of those it has (Service.on_blob) and names those it lacks (Service.on_lack)."""
 
     def start_task(self, fn: Callable[..., Any], *args: Any) -> None:
         """Run `await fn(*args)` in the node's nursery, for as long as the node runs."""
@@ -88,9 +91,14 @@ class Service:
     def links_changed(self) -> None:
         """A link came up or went down."""
 
-    def blob(self, digest: bytes) -> bytes | None:
-        """A public record file a peer asked for by SHA-256, if this service can give it."""
+    def blob(self, digest: bytes) -> Path | None:
+        """The public record file a peer asked for by SHA-256, if this service serves it (the daemon checks
+        its digest before it sends a byte of it, and reads it in chunks)."""
         return None
 
-    def on_blob(self, digest: bytes, data: bytes) -> None:
-        """A record file a peer sent (its digest already checked)."""
+    def on_blob(self, peer: int, blob: Blob) -> None:
+        """A chunk of a record file from the guardian of sequence number `peer` (the frame well formed;
+        whether it was asked for, and the file's digest, are the service's to check)."""
+
+    def on_lack(self, peer: int, digests: list[bytes]) -> None:
+        """The guardian of sequence number `peer` lacks these record files."""
