@@ -22,6 +22,10 @@ IN_FLIGHT_PER_THREAD = 3
 CONNECT_SECONDS = 20
 
 
+class ClusterUnavailable(InputError):
+    """The Dask scheduler cannot be used: not installed, not reachable, or without workers."""
+
+
 def _call(function: Callable[[ElectionContext, T], R], ctx: ElectionContext, item: T) -> R:
     return function(ctx, item)
 
@@ -33,16 +37,16 @@ class ClusterPool:
         try:
             from distributed import Client
         except ImportError:
-            raise InputError(f"a Dask scheduler is named ({address}) but Dask is not installed here: "
+            raise ClusterUnavailable(f"a Dask scheduler is named ({address}) but Dask is not installed here: "
                              f"pip install 'guardian-node[cluster]'") from None
         try:
             self.client = Client(address, timeout=CONNECT_SECONDS, set_as_default=False)
         except (OSError, TimeoutError, ValueError) as e:
-            raise InputError(f"cannot reach the Dask scheduler at {address}: {e}") from None
+            raise ClusterUnavailable(f"cannot reach the Dask scheduler at {address}: {e}") from None
         threads = self.client.nthreads()
         if not threads:
             self.client.close()
-            raise InputError(f"the Dask scheduler at {address} has no workers (start some: dask worker {address})")
+            raise ClusterUnavailable(f"the Dask scheduler at {address} has no workers (start some: dask worker {address})")
         self.address = address
         self.workers = sum(threads.values())
         self._ctx = self.client.scatter(ctx, broadcast=True, hash=False)

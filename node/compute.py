@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import re
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor
 from functools import partial
@@ -23,7 +24,7 @@ from typing import Callable, Iterable, Iterator, Protocol, Sequence, TypeVar
 
 from node.crypto.ballot import EncryptedBallot, verify_ballot
 from node.crypto.election import ElectionContext
-from node.crypto.errors import GuardianError
+from node.crypto.errors import GuardianError, InputError
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -129,9 +130,22 @@ class Executor(Protocol):
     def close(self) -> None: ...
 
 
+SCHEDULER_ADDRESS = re.compile(r"(?:(?:tcp|tls|ucx)://)?(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):\d{1,5}")
+
+
+def check_scheduler_address(address: str, where: str) -> str:
+    """`address` if it is a Dask scheduler address like tcp://HOST:8786, else InputError naming `where`."""
+    if not SCHEDULER_ADDRESS.fullmatch(address):
+        raise InputError(f"{where}: {address[:100]!r} is not a Dask scheduler address like tcp://HOST:8786")
+    return address
+
+
 def scheduler_address(given: str | None = None) -> str | None:
     """The Dask scheduler to use: the one given, else $DASK_SCHEDULER_ADDRESS, else None (this machine)."""
-    return (given or os.environ.get(SCHEDULER_VARIABLE) or "").strip() or None
+    if given and given.strip():
+        return check_scheduler_address(given.strip(), "--scheduler")
+    env = os.environ.get(SCHEDULER_VARIABLE, "").strip()
+    return check_scheduler_address(env, f"${SCHEDULER_VARIABLE}") if env else None
 
 
 def executor(ctx: ElectionContext, scheduler: str | None = None, workers: int | None = None) -> Executor:

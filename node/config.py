@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
+from node.compute import SCHEDULER_ADDRESS
 from node.crypto.errors import InputError
 from node.identity import decode_public_key, fingerprint
 
@@ -355,8 +356,9 @@ def load_node_config(path: Path) -> NodeConfig:
 
 def _scheduler(compute: dict, where: str) -> str | None:
     address = _get(compute, "scheduler", str, where, "").strip()
-    if address and not re.fullmatch(r"(tcp|tls|inproc|ucx)://[^\s/]+(:\d{1,5})?", address):
-        raise ConfigError(f"{where}: scheduler {address!r} is not a Dask scheduler address like tcp://HOST:8786")
+    if address and not SCHEDULER_ADDRESS.fullmatch(address):
+        raise ConfigError(f"{where}: scheduler {address[:100]!r} is not a Dask scheduler address like "
+                          f"tcp://HOST:8786")
     return address or None
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Sequence, TextIO
 
 from node.cli.args import add_config_option, add_scheduler_option, guardian_list, positive_float, positive_int
+from node.compute import scheduler_address
 from node.crypto.errors import InputError
 
 from node.record import codec, layout
@@ -312,7 +313,7 @@ def run_record_follow(args: argparse.Namespace) -> int:
     if not cache_path.exists():
         raise InputError(f"{cache_path}: no node database there (is {args.config} this guardian's node.toml, "
                          f"and has the node run?)")
-    scheduler = args.scheduler or config.compute_scheduler
+    scheduler = scheduler_address(args.scheduler) or config.compute_scheduler
     print(f"following {args.record} (H_E {election.context.h_e.hex().upper()[:16]}...) into {cache_path}"
           + (f", on the Dask cluster at {scheduler}" if scheduler else ""), flush=True)
     seen, failed = 0, 0
@@ -344,6 +345,8 @@ def run_encrypt(args: argparse.Namespace) -> int:
     from node.compute import worker_count
     from node.record.election import open_election
     from node.record.encrypt import bulk_context, encrypt_into, load_chain, read_plaintexts
+
+    args.scheduler = scheduler_address(args.scheduler)     # a bad address stops here, before any work
 
     election = open_election(args.election)
     ctx = election.context
@@ -452,6 +455,8 @@ def run_submit(args: argparse.Namespace) -> int:
 
 def run_tally(args: argparse.Namespace) -> int:
     from node.record.ballot_box import BallotBox
+
+    args.scheduler = scheduler_address(args.scheduler)     # a bad address stops here, before any work
 
     with BallotBox.open(args.record) as box:
         for note in box.recovery_notes:

@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, TypeVar
 
+from node.cluster import ClusterUnavailable
 from node.compute import Executor, executor
 from node.crypto.election import ElectionContext
 from node.record.election import Election, Findings
@@ -155,6 +156,8 @@ class Step:
                 acc.not_applicable, acc.note = True, NOT_DECRYPTED_YET
             else:
                 self.check(run, acc)
+        except ClusterUnavailable:  # not the record's fault: the whole run stops, with that one line
+            raise
         except Exception as e:      # report, and let the other steps run
             return StepResult(self.name, False, 0, time.perf_counter() - start,
                               [f"the step could not complete: {type(e).__name__}: {e}"], 1)

@@ -11,6 +11,7 @@ import node.verifier.ballots  # noqa: F401
 import node.verifier.tally  # noqa: F401
 import node.verifier.challenged  # noqa: F401
 import node.verifier.record_index  # noqa: F401
+from node.compute import scheduler_address
 from node.crypto.errors import InputError
 from node.record.election import Election
 from node.storage.ballot_cache import BallotCache
@@ -34,6 +35,7 @@ def verify_record(root: Path | str, workers: int | None = None,
     root = Path(root)
     if not root.is_dir():
         raise InputError(f"{root}: not a directory")
+    scheduler = scheduler_address(scheduler)      # a bad address is the caller's error, not the record's
     data = load(root)
     store = BallotCache(cache) if cache is not None else None
     try:
