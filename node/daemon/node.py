@@ -82,6 +82,7 @@ class PeerState:
     writer_cursor: int | None = None
     cursor_set: trio.Event = field(default_factory=trio.Event)
     prompted: trio.Event = field(default_factory=trio.Event)   # set when the peer asks us to dial it now
+    prompting: trio.CancelScope | None = None  # our start call to this peer, while under way
 
     @property
     def state(self) -> str:
@@ -461,7 +462,10 @@ class Node:
         """Call a peer that dials us, once, so that it dials now rather than when its backoff ends."""
         url = peer.entry.address
         try:
-            await self._dial_once(url, self._ssl_client() if url.startswith("wss://") else None, peer)
+            with trio.CancelScope() as peer.prompting:
+                if peer.connection is None:        # it dialled us first: nothing to prompt
+                    await self._dial_once(url, self._ssl_client() if url.startswith("wss://") else None, peer)
+            peer.prompting = None
         except* DIAL_ERRORS as group:
             log.debug("%s not reached at start (it dials us when it starts): %s", peer.entry.name, _first(group))
         except* Exception as group:
@@ -518,6 +522,10 @@ class Node:
             return
         if peer.cancel is not None:
             peer.cancel.cancel()          # a newer link replaces the old one
+        if peer.prompting is not None:
+            # It dialled us while our start call was on its way: the call would make it drop this link,
+            # which is already of our run.
+            peer.prompting.cancel()
         connection = Connection(ws, frames.LinkFrames(handshake.link, frames.chunk_bytes(self.config.max_frame_bytes)),
                                 self.metrics)
         with trio.CancelScope() as scope:
