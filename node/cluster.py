@@ -63,11 +63,23 @@ class ClusterPool:
             self.client = None
 
     def imap(self, function: Callable[[ElectionContext, T], R], items: Iterable[T]) -> Iterator[R]:
-        """function(ctx, item) on the cluster for each item, in order, a few per worker thread in flight."""
+        """function(ctx, item) on the cluster for each item, in order, a few per worker thread in flight.
+
+        A task's own exception comes back as it is; losing the cluster (a worker killed, the scheduler
+        gone) is ClusterUnavailable: the run cannot go on, and the record is not at fault."""
+        from distributed import KilledWorker
+        from distributed.comm import CommClosedError
+
         pending: deque = deque()
-        for item in items:
-            pending.append(self.client.submit(_call, function, self._ctx, item, pure=False))
-            if len(pending) >= IN_FLIGHT_PER_THREAD * self.workers:
+        try:
+            for item in items:
+                pending.append(self.client.submit(_call, function, self._ctx, item, pure=False))
+                if len(pending) >= IN_FLIGHT_PER_THREAD * self.workers:
+                    yield pending.popleft().result()
+            while pending:
                 yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
+        except (KilledWorker, CommClosedError, OSError, TimeoutError) as e:
+            raise ClusterUnavailable(f"lost the Dask cluster at {self.address}: {type(e).__name__}: {e}") from None
+        finally:
+            for future in pending:         # stopped early: nothing left running for us
+                future.cancel()

@@ -300,7 +300,7 @@ def run_record_init(args: argparse.Namespace) -> int:
 def run_record_follow(args: argparse.Namespace) -> int:
     from node.compute import executor
     from node.config import load_node_config
-    from node.record.ballot_box import read_journal
+    from node.record.ballot_box import journal_tail
     from node.record.election import open_election
     from node.storage.ballot_cache import BallotCache
     from node.storage.db import DB_FILE
@@ -316,15 +316,15 @@ def run_record_follow(args: argparse.Namespace) -> int:
     scheduler = scheduler_address(args.scheduler) or config.compute_scheduler
     print(f"following {args.record} (H_E {election.context.h_e.hex().upper()[:16]}...) into {cache_path}"
           + (f", on the Dask cluster at {scheduler}" if scheduler else ""), flush=True)
-    seen, failed = 0, 0
+    seen, offset, failed = 0, 0, 0
     with BallotCache(cache_path) as cache, executor(election.context, scheduler, args.workers) as pool:
         try:
             while True:
-                entries = read_journal(record)
-                files = [(layout.ballot_file(e.ballot_id), bytes.fromhex(e.sha256)) for e in entries[seen:]]
+                entries, offset = journal_tail(record, offset, seen)
+                files = [(layout.ballot_file(e.ballot_id), bytes.fromhex(e.sha256)) for e in entries]
                 if files:
                     done = check_ahead(election.context, record, files, pool, cache, Progress("follow: ballots"))
-                    seen = len(entries)
+                    seen += len(entries)
                     failed += len(done.failures)
                     for f in done.failures:
                         print(_once(f"FAILED {f}"), file=sys.stderr, flush=True)
@@ -439,14 +439,16 @@ def run_submit(args: argparse.Namespace) -> int:
         passed = _custody_gate(args.record, "guardian ballots submit", args.rehearsal)
         if not box.closed:                     # a closed box refuses on its own: the record stays as it is
             passed.note(_warn)
-        carried: list = []
+        carried: list = []                     # chained ballots waiting for their predecessor: kept as paths
         try:
             for start in range(0, len(paths), SUBMIT_CHUNK):
-                chunk = carried + [read_submission(p, state) for p, state in paths[start:start + SUBMIT_CHUNK]]
+                waiting = [(Path(sub.source), sub.state) for sub in carried]
+                chunk = [read_submission(p, state) for p, state in waiting + paths[start:start + SUBMIT_CHUNK]]
                 carried = []
                 box.submit(chunk, args.workers, report, carry=carried, derive=False)
             if carried:                        # chained ballots that never found their place: refused now
-                box.submit(carried, args.workers, report, derive=False)
+                box.submit([read_submission(Path(sub.source), sub.state) for sub in carried], args.workers, report,
+                           derive=False)
         finally:
             box.write_derived()
     print(f"{counts['accepted']} accepted, {counts['refused']} refused")

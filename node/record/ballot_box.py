@@ -418,6 +418,26 @@ def read_journal(record: layout.Record) -> list[codec.JournalEntry]:
     return entries
 
 
+def journal_tail(record: layout.Record, offset: int = 0, seen: int = 0) -> tuple[list[codec.JournalEntry], int]:
+    """The complete journal lines after byte `offset` (which follows entry number `seen`), and the offset after
+    them: a follower reads each line once, however long the journal grows."""
+    path = record.path(layout.JOURNAL)
+    if not path.exists():
+        return [], offset
+    with open(path, "rb") as f:
+        f.seek(offset)
+        raw = f.read()
+    end = raw.rfind(b"\n") + 1                 # after the last newline: nothing yet, or a line being written
+    entries = []
+    for number, line in enumerate(raw[:end].split(b"\n")[:-1], start=seen + 1):
+        where = f"{record.root}: {layout.JOURNAL} line {number}"
+        entry = codec.journal_entry_from_json(codec.load_json(line, where), where)
+        if entry.seq != number:
+            raise InputError(f"{where} has sequence number {entry.seq}")
+        entries.append(entry)
+    return entries, offset + end
+
+
 def _recover(record: layout.Record, fd: int) -> list[str]:
     """Bring the record back to its last committed state after a crash; return what was done."""
     notes = []

@@ -130,7 +130,10 @@ def check_record(root: Path, request: DecryptionRequest, own_h_e: bytes, own_joi
             raise PolicyRefusal("the requested tally is not the record's encrypted_tally.json")
         # Verification 9 passed on this copy, in this node's own verifier: the published tally is the
         # aggregate of the cast ballots it recomputed (eq 79), each of which it checked (or had checked before).
-        _, tally = codec.encrypted_tally_from_json(ctx.group, record.read_json(layout.ENCRYPTED_TALLY))
+        data = record.read(layout.ENCRYPTED_TALLY)
+        if layout.sha256_hex(data) != index[layout.ENCRYPTED_TALLY]:
+            raise PolicyRefusal("the record's encrypted_tally.json is not the file its index names")
+        _, tally = codec.encrypted_tally_from_json(ctx.group, codec.load_json(data, layout.ENCRYPTED_TALLY))
         for s in tally_statements(ctx, tally):
             items.append(Item(f"contest {s.contest_index} option {s.option_index}", s))
 
@@ -145,7 +148,10 @@ def check_record(root: Path, request: DecryptionRequest, own_h_e: bytes, own_joi
         if _digest(index, rel) != digest:
             raise PolicyRefusal(f"ballot {ballot_id!r}: the requested file is not the record's {rel}")
         # Step 5 passed: each ballot is in the file its id names.
-        rec = codec.ballot_from_json(ctx.group, record.read_json(rel), rel)
+        data = record.read(rel)
+        if layout.sha256_hex(data) != index[rel]:
+            raise PolicyRefusal(f"ballot {ballot_id!r}: {rel} is not the file the record's index names")
+        rec = codec.ballot_from_json(ctx.group, codec.load_json(data, rel), rel)
         if rec.state != codec.CHALLENGED:
             raise PolicyRefusal(f"ballot {ballot_id!r} is {rec.state.lower()}, not challenged: a cast ballot is "
                                 f"never decrypted on its own")

@@ -526,13 +526,16 @@ class Decryptions(Service):
     async def _verify(self, copy: Path) -> dict[str, dict]:
         """`guardian verify --json` on the copy, in a child process: the event loop never waits on it.
 
-        The report is kept beside the copy (in this node's own data directory), so a restart
-        does not verify the same files again."""
+        The report is kept beside the copy (in this node's own data directory), with the verifier's
+        version, so a restart does not verify the same files again (and an upgraded verifier does)."""
+        from node.verifier.ballot_pass import verifier_version
+
         cache = copy.parent / "verified.json"
         index_digest = layout.sha256_file(copy / layout.INDEX)
+        version = verifier_version()
         try:
             kept = json.loads(cache.read_text())
-            if kept.get("index") == index_digest:
+            if kept.get("index") == index_digest and kept.get("verifier") == version:
                 return kept["steps"]
         except (OSError, ValueError, AttributeError):
             pass
@@ -543,16 +546,25 @@ class Decryptions(Service):
         workers = self.port.config.verify_workers
         if workers:
             command += ["--workers", str(workers)]
-        if self.port.config.compute_scheduler:
-            command += ["--scheduler", self.port.config.compute_scheduler]
-        result = await trio.run_process(command, capture_stdout=True, capture_stderr=True, check=False)
+        scheduler = self.port.config.compute_scheduler
+        result = await trio.run_process(command + (["--scheduler", scheduler] if scheduler else []),
+                                        capture_stdout=True, capture_stderr=True, check=False)
+        if scheduler and not result.stdout:
+            # The guardian's cluster could not be used: not the record's fault, so no refusal for it.
+            log.warning("the Dask cluster at %s did not verify the record (%s): verifying on this machine",
+                        scheduler, result.stderr.decode(errors="replace").strip()[-200:])
+            result = await trio.run_process(command, capture_stdout=True, capture_stderr=True, check=False)
         try:
             report = json.loads(result.stdout)
             steps = {s["step"]: s for s in report["steps"]}
         except (ValueError, KeyError, TypeError):
             raise PolicyRefusal("the verifier did not produce a report: "
                                 + result.stderr.decode(errors="replace")[-300:]) from None
-        layout.atomic_write(cache, json.dumps({"index": index_digest, "steps": steps}).encode())
+        incomplete = any(f.startswith("the step could not complete")
+                         for step in steps.values() for f in step.get("failures", []))
+        if not incomplete:                # an error of this run, not a finding on the record: not kept
+            layout.atomic_write(cache, json.dumps({"index": index_digest, "verifier": version,
+                                                   "steps": steps}).encode())
         return steps
 
     # --- the session ------------------------------------------------------------------------------------

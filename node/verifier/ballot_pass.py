@@ -30,10 +30,11 @@ from typing import Callable, Iterable, Iterator
 import msgpack
 from gmpy2 import mpz
 
+from node.cluster import ClusterUnavailable
 from node.compute import Executor, tree_reduce
 from node.crypto.election import ElectionContext
 from node.crypto.elgamal import Ciphertext
-from node.crypto.errors import GuardianError
+from node.crypto.errors import GuardianError, InputError
 from node.crypto.params import STANDARD
 from node.crypto.tally import EncryptedTally, combine_tallies
 from node.record import codec, layout
@@ -41,23 +42,30 @@ from node.storage.ballot_cache import BallotCache
 from node.verifier.ballot_checks import Found, check_ballot
 
 MAX_BATCH = 64              # ballots per task at most: about half a minute of one core on a long ballot
+PRODUCT_MEMBERS = 1024      # cast files per stored product: about 70 bytes of it per file on 68 options
 TASKS_PER_WORKER = 4        # at least this many tasks per worker, so the last ones do not leave cores idle
 STORE_EVERY = 256           # summaries per cache transaction
 
-# The modules whose code decides what a ballot's checks find: a change to any changes the version.
-_VERSIONED = ("node.verifier.ballot_checks", "node.verifier.ballot_pass", "node.crypto.ballot",
-              "node.crypto.range_proof", "node.crypto.ballot_signature", "node.crypto.batch", "node.crypto.hashing",
-              "node.crypto.elgamal", "node.record.codec")
+# What decides what a ballot's checks find: every module of these packages and files, and these libraries.
+# A change to any of them changes the version, so no result outlives the code that computed it.
+_VERSIONED_CODE = ("crypto", "verifier", "record/codec.py", "record/layout.py", "record/election.py", "compute.py")
+_VERSIONED_LIBRARIES = ("gmpy2", "pynacl", "cryptography", "msgpack", "borsh-construct")
 
 
 @cache
 def verifier_version() -> str:
-    """The package's version and a digest of the code of every module that decides a ballot's checks."""
-    import importlib
-
+    """The package's release and a digest of its checking code and of the libraries' versions."""
+    package = Path(__file__).resolve().parent.parent
     h = hashlib.sha256()
-    for name in _VERSIONED:
-        h.update(Path(importlib.import_module(name).__file__).read_bytes())
+    for part in _VERSIONED_CODE:
+        path = package / part
+        for f in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
+            h.update(f.relative_to(package).as_posix().encode() + b"\x00" + f.read_bytes())
+    for name in _VERSIONED_LIBRARIES:
+        try:
+            h.update(f"{name}={metadata.version(name)}".encode())
+        except metadata.PackageNotFoundError:
+            h.update(f"{name}=absent".encode())
     try:
         release = metadata.version("guardian-node")
     except metadata.PackageNotFoundError:
@@ -117,6 +125,7 @@ class BatchResult:
     tally: EncryptedTally | None             # of the cast ballots multiplied in
     members: list[bytes]                     # their files' SHA-256s, in the order multiplied
     seconds: float = 0.0
+    version: str = ""                        # the verifier that ran the task
 
 
 def partial_tally(ctx: ElectionContext, ballots: Iterable[codec.BallotRecord]) -> EncryptedTally:
@@ -154,7 +163,8 @@ def check_batch(ctx: ElectionContext, task: tuple[str, tuple[BallotFile, ...]]) 
             data = record.read(f.rel)
             rec = codec.ballot_from_json(STANDARD, codec.load_json(data, f.rel), f.rel)
         except GuardianError as e:
-            errors.append((f.rel, f"{f.rel}: {e}"))
+            why = str(e)
+            errors.append((f.rel, why if why.startswith(f.rel) else f"{f.rel}: {why}"))
             continue
         digest = hashlib.sha256(data).digest()
         if f.check:
@@ -163,7 +173,7 @@ def check_batch(ctx: ElectionContext, task: tuple[str, tuple[BallotFile, ...]]) 
             cast.append(rec)
             members.append(digest)
     tally = partial_tally(ctx, cast) if cast else None
-    return BatchResult(summaries, errors, tally, members, time.perf_counter() - start)
+    return BatchResult(summaries, errors, tally, members, time.perf_counter() - start, verifier_version())
 
 
 @dataclass
@@ -229,8 +239,9 @@ def run_pass(ctx: ElectionContext, record: layout.Record, executor: Executor, ca
     digests = {rel: bytes.fromhex(index[rel]) for rel in rels if rel in index}
     indexed = set(digests.values())
     known: dict[str, Summary] = {}
-    covered: list[EncryptedTally] = []
+    covered: list[int] = []                  # the stored batches that stand for some cast files
     scope = cache_scope(ctx.h_e)
+    version = verifier_version()
     if cache is not None:
         keys = {check_key(scope, d): rel for rel, d in digests.items()}
         for key, found in cache.found(keys).items():
@@ -239,20 +250,29 @@ def run_pass(ctx: ElectionContext, record: layout.Record, executor: Executor, ca
         covered_rels = _cover(cache, scope, known, digests, covered)
     else:
         covered_rels = set()
-    files = [BallotFile(rel, rel not in known, rel not in covered_rels) for rel in rels]
+    # A file checked before is still read to be multiplied if it is cast and no stored batch covers it.
+    files = [BallotFile(rel, rel not in known, rel not in covered_rels and (rel not in known or
+                                                                            known[rel].state == codec.CAST))
+             for rel in rels]
     files = [f for f in files if f.check or f.multiply]
     size = batch_size(sum(f.check for f in files), executor.workers)
     results = executor.imap(check_batch, _batches(str(record.root), files, size))
 
     out = Pass({}, {}, None, 0, 0.0, files=len(rels), cached=len(known))
     fresh: list[tuple[bytes, bytes]] = []
-    batches: list[tuple[bytes, bytes, bytes]] = []
+    product = _Products(ctx, scope)
     done = 0
 
     def tallies() -> Iterator[EncryptedTally]:
         nonlocal done
-        yield from covered
+        for rowid in covered:
+            data = cache.product(rowid)
+            if data is None:
+                raise InputError(f"{cache.path}: a stored product of cast ballots can no longer be read; "
+                                 f"verify again without --cache")
+            yield tally_from_bytes(data)
         for r in results:
+            _same_version(r, version)
             out.cpu += r.seconds
             for s in r.summaries:
                 known[s.rel] = s
@@ -262,19 +282,18 @@ def run_pass(ctx: ElectionContext, record: layout.Record, executor: Executor, ca
                 out.errors[rel] = why
             if r.tally is not None:
                 if cache is not None and all(d in indexed for d in r.members):
-                    batches.append((scope, b"".join(r.members), tally_to_bytes(r.tally)))
+                    product.add(r.tally, r.members)
                 yield r.tally
             done += len(r.summaries) + len(r.errors)
-            if cache is not None and len(fresh) >= STORE_EVERY:
-                cache.store(fresh, batches)
+            if cache is not None and (len(fresh) >= STORE_EVERY or product.full()):
+                cache.store(fresh, product.take())
                 fresh.clear()
-                batches.clear()
             if progress:
                 progress(min(done + out.cached, len(rels)), len(rels))
 
     out.tally = tree_reduce(lambda a, b: combine_tallies(ctx, a, b), tallies())
-    if cache is not None and (fresh or batches):
-        cache.store(fresh, batches)
+    if cache is not None:
+        cache.store(fresh, product.take())
     out.cast = out.tally.ballot_count if out.tally else 0
     for s in sorted(known.values(), key=lambda s: s.rel):
         first = out.summaries.get(s.ballot_id)
@@ -286,25 +305,51 @@ def run_pass(ctx: ElectionContext, record: layout.Record, executor: Executor, ca
     return out
 
 
-def _cover(cache: BallotCache, scope: bytes, known: dict[str, Summary], digests: dict[str, bytes],
-           covered: list[EncryptedTally]) -> set[str]:
-    """The cast files whose product the cache holds, in disjoint batches; their tallies appended to `covered`."""
-    cast = {}
-    seen_twice = set()
-    for rel, s in known.items():
-        if s.state == codec.CAST:
-            d = digests[rel]
-            if d in cast:
-                seen_twice.add(d)
-            cast[d] = rel
-    taken: set[bytes] = set()
-    for members, product in cache.batches(scope):
-        ds = [members[i:i + 32] for i in range(0, len(members), 32)]
-        if ds and all(d in cast and d not in taken and d not in seen_twice for d in ds) and len(set(ds)) == len(ds):
-            taken.update(ds)
-            covered.append(tally_from_bytes(product))
-    return {cast[d] for d in taken}
+class _Products:
+    """Partial tallies of cast files gathered into one stored product per PRODUCT_MEMBERS files: few rows,
+    each small beside the files it stands for."""
 
+    def __init__(self, ctx: ElectionContext, scope: bytes) -> None:
+        self.ctx, self.scope = ctx, scope
+        self.tally: EncryptedTally | None = None
+        self.members: list[bytes] = []
+
+    def add(self, tally: EncryptedTally, members: list[bytes]) -> None:
+        self.tally = tally if self.tally is None else combine_tallies(self.ctx, self.tally, tally)
+        self.members += members
+
+    def full(self) -> bool:
+        return len(self.members) >= PRODUCT_MEMBERS
+
+    def take(self) -> list[tuple[bytes, bytes, bytes]]:
+        """The (scope, members, product) row to store, if any, and start again."""
+        if self.tally is None or len(set(self.members)) != len(self.members):
+            rows = []
+        else:
+            rows = [(self.scope, b"".join(self.members), tally_to_bytes(self.tally))]
+        self.tally, self.members = None, []
+        return rows
+
+
+def _same_version(result: BatchResult, version: str) -> None:
+    """A worker with other code would store its findings under this version's key: refuse it."""
+    if result.version != version:
+        raise ClusterUnavailable(f"a worker runs verifier {result.version}, this machine {version}: install "
+                                 f"the same guardian-node on every worker")
+
+
+def _cover(cache: BallotCache, scope: bytes, known: dict[str, Summary], digests: dict[str, bytes],
+           covered: list[int]) -> set[str]:
+    """The cast files whose product the cache holds, in disjoint batches chosen by their members alone; the
+    batches' ids appended to `covered` (their products are read one at a time, as the tally needs them)."""
+    cast = {digests[rel]: rel for rel, s in known.items() if s.state == codec.CAST}
+    taken: set[bytes] = set()
+    for rowid, members in cache.batches(scope):
+        ds = [members[i:i + 32] for i in range(0, len(members), 32)]
+        if ds and len(set(ds)) == len(ds) and all(d in cast and d not in taken for d in ds):
+            taken.update(ds)
+            covered.append(rowid)
+    return {cast[d] for d in taken}
 
 
 @dataclass
@@ -326,12 +371,14 @@ def check_ahead(ctx: ElectionContext, record: layout.Record, files: list[tuple[s
     todo = [BallotFile(rel, True, True) for rel, d in files if check_key(scope, d) not in known]
     out = Followed(0, [], len(files) - len(todo))
     size = batch_size(len(todo), executor.workers)
+    product = _Products(ctx, scope)
+    version = verifier_version()
     for r in executor.imap(check_batch, _batches(str(record.root), todo, size)):
+        _same_version(r, version)
         fresh = [(check_key(scope, s.digest), s.to_bytes()) for s in r.summaries if s.digest == digests.get(s.rel)]
-        batches = []
-        if r.tally is not None and len(r.members) == len(set(r.members)):
-            batches.append((scope, b"".join(r.members), tally_to_bytes(r.tally)))
-        cache.store(fresh, batches)
+        if r.tally is not None:
+            product.add(r.tally, r.members)
+        cache.store(fresh, product.take() if product.full() else [])
         for s in r.summaries:
             if s.digest != digests.get(s.rel):
                 out.failures.append(f"{s.rel}: is not the file the ballot box accepted (its SHA-256 differs)")
@@ -341,4 +388,5 @@ def check_ahead(ctx: ElectionContext, record: layout.Record, files: list[tuple[s
         out.checked += len(r.summaries)
         if progress:
             progress(out.checked, len(todo))
+    cache.store([], product.take())          # the round's cast ballots: one product
     return out

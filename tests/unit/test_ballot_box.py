@@ -211,6 +211,22 @@ def test_the_command_submits_in_chunks_and_a_chain_out_of_order_finds_its_place(
     assert [e.ballot_id for e in entries if e.ballot_id.startswith("c-")] == ["c-1", "c-2", "c-3"]
 
 
+def test_a_follower_reads_each_journal_line_once_and_waits_for_a_torn_one(setup, record):
+    from node.record.ballot_box import journal_tail
+
+    _, b = setup
+    submit(record, subs(b["plain"][:2]))
+    rec = layout.Record(record)
+    entries, offset = journal_tail(rec)
+    assert [e.ballot_id for e in entries] == ["p-1", "p-2"]
+    assert journal_tail(rec, offset, 2) == ([], offset)
+    submit(record, subs(b["plain"][2:]))
+    with open(record / layout.JOURNAL, "ab") as f:
+        f.write(b'{"seq": 4, "ballot')                  # a line being written
+    entries, after = journal_tail(rec, offset, 2)
+    assert [e.ballot_id for e in entries] == ["p-3"] and after < (record / layout.JOURNAL).stat().st_size
+
+
 def test_refuses_malformed_files_and_unsafe_ids_and_goes_on(setup, record, tmp_path):
     _, b = setup
     garbage = tmp_path / "garbage.json"

@@ -130,6 +130,9 @@ def test_checking_ahead_while_the_box_is_open_leaves_only_the_newest_to_check(tm
             add_ballots(box, 2, start=7, workers=2)
         again = check_ahead(ctx, record, journal(), pool, cache)
         assert (again.checked, again.known) == (2, 6)
+        # one stored product per round of cast ballots, however they were batched: few rows, small beside the files
+        scope = ballot_pass.cache_scope(ctx.h_e)
+        assert [len(members) // 32 for _, members in cache.batches(scope)] == [5, 2]
     with BallotBox.open(record.root) as box:
         box.tally()
     res = by_step(verify_record(record.root, workers=2, cache=cache_path))
@@ -163,3 +166,33 @@ def test_the_pass_holds_summaries_not_ballots(tmp_path, monkeypatch):
     ballot_bytes = sum(record.path(rel).stat().st_size for rel in record.list_dir(layout.BALLOTS)[n:4 * n])
     growth = peak(4 * n) - peak(n)
     assert growth < ballot_bytes / 3, (growth, ballot_bytes)
+
+
+def test_a_cache_that_cannot_be_written_costs_only_the_saving(record, tmp_path, monkeypatch):
+    """Another process holds the cache's write lock all along: the verifier waits a little, then goes on
+    without storing, and the record verifies just the same."""
+    import node.storage.ballot_cache as ballot_cache
+
+    cache = tmp_path / "cache.sqlite3"
+    BallotCache(cache).close()
+    monkeypatch.setattr(ballot_cache, "BUSY_SECONDS", 0.2)
+    holder = sqlite3.connect(cache, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        res = verify_record(record, workers=2, cache=cache)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert all(r.ok is not False for r in res), [(r.step, r.failures) for r in res if r.ok is False]
+    with BallotCache(cache) as c:
+        assert c.count() == 0
+    again = by_step(verify_record(record, workers=2, cache=cache))
+    assert again["selection well-formedness"].note == ""          # nothing was stored, so all was checked
+
+
+def test_the_verifier_version_covers_its_code_and_libraries():
+    version = ballot_pass.verifier_version()
+    release, digest = version.split("+")
+    assert release and len(digest) == 16
+    assert set(ballot_pass._VERSIONED_LIBRARIES) >= {"gmpy2", "pynacl", "cryptography"}
+    assert "crypto" in ballot_pass._VERSIONED_CODE and "verifier" in ballot_pass._VERSIONED_CODE
