@@ -37,10 +37,11 @@ def load_demo_manifest() -> Manifest:
     return parse_manifest(data)
 
 
-def random_ballots(manifest: Manifest, count: int, rng: random.Random) -> list[PlaintextBallot]:
-    """Plausible voters: each contest gets between none and the limit of distinct options."""
+def random_ballots(manifest: Manifest, count: int, rng: random.Random, prefix: str = "ballot", digits: int = 3,
+                   start: int = 1) -> list[PlaintextBallot]:
+    """Plausible voters: each contest gets between none and the limit of distinct options; ids PREFIX-NNN."""
     ballots = []
-    for number in range(1, count + 1):
+    for number in range(start, start + count):
         style = rng.choice(manifest.ballot_styles)
         choices = {}
         for index in style.contests:
@@ -48,7 +49,7 @@ def random_ballots(manifest: Manifest, count: int, rng: random.Random) -> list[P
             picks = rng.sample(contest.options, rng.randint(0, min(contest.selection_limit, len(contest.options))))
             if picks:
                 choices[contest.label] = {o.label: 1 for o in picks}
-        ballots.append(PlaintextBallot(f"ballot-{number:03d}", style.label, choices))
+        ballots.append(PlaintextBallot(f"{prefix}-{number:0{digits}d}", style.label, choices))
     return ballots
 
 

@@ -12,6 +12,7 @@ import random
 from pathlib import Path
 from typing import Iterator
 
+from node.cli.demo_in_process import random_ballots
 from node.crypto.ballot import PlaintextBallot
 from node.crypto.election import ElectionContext
 from node.crypto.manifest import Manifest, parse_manifest
@@ -37,17 +38,9 @@ def small_manifest() -> Manifest:
 
 
 def random_plaintexts(manifest: Manifest, count: int, rng: random.Random, prefix: str = "b",
-                      start: int = 1) -> Iterator[PlaintextBallot]:
-    """Voters of the first style, each contest voted with between none and its limit of options."""
-    style = manifest.ballot_styles[0]
-    for number in range(start, start + count):
-        choices = {}
-        for index in style.contests:
-            contest = manifest.contest(index)
-            picks = rng.sample(contest.options, rng.randint(0, min(contest.selection_limit, len(contest.options))))
-            if picks:
-                choices[contest.label] = {o.label: 1 for o in picks}
-        yield PlaintextBallot(f"{prefix}-{number:07d}", style.label, choices)
+                      start: int = 1) -> list[PlaintextBallot]:
+    """The demo's voters, with ids PREFIX-0000001 and on."""
+    return random_ballots(manifest, count, rng, prefix, 7, start)
 
 
 def encrypted_submissions(ctx: ElectionContext, plaintexts, challenged: set[str], workers: int | None = None,
