@@ -96,7 +96,7 @@ class Summary:
     chaining_field: bytes
     confirmation_code: bytes
     contests: tuple[int, ...]
-    found: dict[str, Found]
+    found: dict[str, Found] | None           # None once the pass has counted it and it held no failure
     cached: bool = False
 
     def to_bytes(self) -> bytes:
@@ -188,18 +188,30 @@ class Pass:
     cached: int = 0                                      # ballots whose checks came from the cache
     files: int = 0
     cpu: float = field(default=0.0)
+    totals: dict[str, list] = field(default_factory=dict)    # check -> [items, seconds] over every ballot
+    failing: list[Summary] = field(default_factory=list)     # the ballots whose checks failed somewhere
 
-    def by_rel(self) -> Iterator[Summary]:
-        return iter(sorted(self.summaries.values(), key=lambda s: s.rel))
+    def count(self, s: Summary) -> None:
+        """Add one ballot's findings to the totals; keep them only if one failed (most ballots hold none, and
+        memory then grows by the few fields the record-wide steps need)."""
+        failed = False
+        for name, (items, failures, seconds) in s.found.items():
+            t = self.totals.setdefault(name, [0, 0.0])
+            t[0] += items
+            t[1] += seconds
+            failed = failed or bool(failures)
+        if failed:
+            self.failing.append(s)
+        else:
+            s.found = None
 
     def report(self, check: Callable, acc) -> None:
-        """Add the findings of `check` on every ballot, in file order, and its share of the wall time."""
-        share = 0.0
-        for s in self.by_rel():
-            items, failures, seconds = s.found.get(check.__name__, (0, [], 0.0))
-            acc.items += items
-            share += seconds
-            for f in failures:
+        """Add the findings of `check` on every ballot, its failures in file order, and its share of the wall
+        time."""
+        items, share = self.totals.get(check.__name__, (0, 0.0))
+        acc.items += items
+        for s in sorted(self.failing, key=lambda s: s.rel):
+            for f in s.found.get(check.__name__, (0, [], 0.0))[1]:
                 acc.fail(f)
         acc.seconds += self.wall * share / self.cpu if self.cpu > 0 else share
 
@@ -259,6 +271,8 @@ def run_pass(ctx: ElectionContext, record: layout.Record, executor: Executor, ca
     results = executor.imap(check_batch, _batches(str(record.root), files, size))
 
     out = Pass({}, {}, None, 0, 0.0, files=len(rels), cached=len(known))
+    for summary in known.values():
+        out.count(summary)
     fresh: list[tuple[bytes, bytes]] = []
     product = _Products(ctx, scope)
     done = 0
@@ -278,6 +292,7 @@ def run_pass(ctx: ElectionContext, record: layout.Record, executor: Executor, ca
                 known[s.rel] = s
                 if cache is not None and s.digest == digests.get(s.rel):
                     fresh.append((check_key(scope, s.digest), s.to_bytes()))
+                out.count(s)
             for rel, why in r.errors:
                 out.errors[rel] = why
             if r.tally is not None:
