@@ -10,11 +10,11 @@ items name (the record's directory). Start them with one thread each
 
 from __future__ import annotations
 
-from collections import deque
 from typing import Callable, Iterable, Iterator, TypeVar
 
 from node.crypto.election import ElectionContext
 from node.crypto.errors import InputError
+from node.futures import in_order
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -70,16 +70,8 @@ class ClusterPool:
         from distributed import KilledWorker
         from distributed.comm import CommClosedError
 
-        pending: deque = deque()
         try:
-            for item in items:
-                pending.append(self.client.submit(_call, function, self._ctx, item, pure=False))
-                if len(pending) >= IN_FLIGHT_PER_THREAD * self.workers:
-                    yield pending.popleft().result()
-            while pending:
-                yield pending.popleft().result()
+            yield from in_order(lambda item: self.client.submit(_call, function, self._ctx, item, pure=False), items,
+                                IN_FLIGHT_PER_THREAD * self.workers)
         except (KilledWorker, CommClosedError, OSError, TimeoutError) as e:
             raise ClusterUnavailable(f"lost the Dask cluster at {self.address}: {type(e).__name__}: {e}") from None
-        finally:
-            for future in pending:         # stopped early: nothing left running for us
-                future.cancel()

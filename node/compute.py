@@ -17,7 +17,6 @@ from __future__ import annotations
 import multiprocessing
 import os
 import re
-from collections import deque
 from concurrent.futures import ProcessPoolExecutor
 from functools import partial
 from typing import Callable, Iterable, Iterator, Protocol, Sequence, TypeVar
@@ -25,6 +24,7 @@ from typing import Callable, Iterable, Iterator, Protocol, Sequence, TypeVar
 from node.crypto.ballot import EncryptedBallot, verify_ballot
 from node.crypto.election import ElectionContext
 from node.crypto.errors import GuardianError, InputError
+from node.futures import in_order
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -104,13 +104,8 @@ class Pool:
             for item in items:
                 yield function(self.ctx, item)
             return
-        pending: deque = deque()
-        for item in items:
-            pending.append(self._start(self.workers).submit(_call, function, item))
-            if len(pending) >= IN_FLIGHT_PER_WORKER * self.workers:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
+        yield from in_order(lambda item: self._start(self.workers).submit(_call, function, item), items,
+                            IN_FLIGHT_PER_WORKER * self.workers)
 
     def _start(self, items: int) -> ProcessPoolExecutor:
         if self._executor is None:
@@ -179,10 +174,19 @@ def tree_reduce(combine: Callable[[R, R], R], results: Iterable[R]) -> R | None:
 
 
 def map_tasks(ctx: ElectionContext, function: Callable[[ElectionContext, T], R], items: Sequence[T],
-              workers: int | None = None, progress: Callable[[int, int], None] | None = None) -> Iterator[R]:
-    """function(ctx, item) for each item on a pool of its own, in order, as the results come."""
-    with Pool(ctx, workers) as pool:
-        yield from pool.map(function, items, progress)
+              workers: int | None = None, progress: Callable[[int, int], None] | None = None,
+              scheduler: str | None = None) -> Iterator[R]:
+    """function(ctx, item) for each item, in order, as the results come: on a pool of its own, or on the Dask
+    cluster of `scheduler` (or $DASK_SCHEDULER_ADDRESS)."""
+    if scheduler_address(scheduler) is None:
+        with Pool(ctx, workers) as pool:
+            yield from pool.map(function, items, progress)
+        return
+    with executor(ctx, scheduler) as cluster:
+        for done, result in enumerate(cluster.imap(function, items), start=1):
+            yield result
+            if progress:
+                progress(done, len(items))
 
 
 def ballot_failure(ctx: ElectionContext, ballot: EncryptedBallot) -> str | None:

@@ -5,14 +5,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable, Mapping, Sequence
 
+from gmpy2 import mpz
+
 from node.crypto.ballot import EncryptedBallot
 from node.crypto.decryption import (
     DecryptionSession, PartShare, PublicShares, TallyStatement, ThresholdKey, plan_parts,
     t_power_from_m, tally_from_power, verify_tally_decryption,
 )
 from node.crypto.election import ElectionContext
-from node.crypto.elgamal import Ciphertext, aggregate
+from node.crypto.elgamal import Ciphertext
 from node.crypto.errors import DecryptionError, ProofError
+from node.crypto.params import Group
 
 OptionKey = tuple[int, int]   # (contest index, option index)
 
@@ -25,18 +28,32 @@ class EncryptedTally:
     ballot_count: int
 
 
-def tally_ballots(ctx: ElectionContext, cast: Iterable[EncryptedBallot]) -> EncryptedTally:
-    """Aggregate the cast ballots option by option (eq 79). Contests not on a ballot contribute nothing."""
-    columns: dict[OptionKey, list[Ciphertext]] = {
-        (c.index, o.index): [] for c in ctx.manifest.contests for o in c.options
-    }
+def partial_tally(group: Group, ballots: Iterable[EncryptedBallot]) -> EncryptedTally:
+    """The product of the ballots' encryptions, option by option, for the options they hold (eq 79): the
+    tally of a batch, to be combined with the others'."""
+    p = group.p
+    totals: dict[OptionKey, list] = {}
     count = 0
-    for ballot in cast:
+    for ballot in ballots:
         count += 1
         for contest in ballot.contests:
             for s in contest.selections:
-                columns[(contest.contest_index, s.option_index)].append(s.ciphertext)
-    return EncryptedTally({key: aggregate(ctx.group, cts) for key, cts in columns.items()}, count)
+                key = (contest.contest_index, s.option_index)
+                t = totals.get(key)
+                if t is None:
+                    totals[key] = [s.ciphertext.alpha, s.ciphertext.beta]
+                else:
+                    t[0], t[1] = t[0] * s.ciphertext.alpha % p, t[1] * s.ciphertext.beta % p
+    return EncryptedTally({k: Ciphertext(a, b) for k, (a, b) in totals.items()}, count)
+
+
+def tally_ballots(ctx: ElectionContext, cast: Iterable[EncryptedBallot]) -> EncryptedTally:
+    """Aggregate the cast ballots option by option (eq 79), for every option of the manifest: one not on any
+    ballot is the encryption (1, 1) of nothing."""
+    part = partial_tally(ctx.group, cast)
+    nothing = Ciphertext(mpz(1), mpz(1))
+    return EncryptedTally({(c.index, o.index): part.totals.get((c.index, o.index), nothing)
+                           for c in ctx.manifest.contests for o in c.options}, part.ballot_count)
 
 
 def combine_tallies(ctx: ElectionContext, a: EncryptedTally, b: EncryptedTally) -> EncryptedTally:

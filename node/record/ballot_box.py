@@ -403,19 +403,7 @@ def tally_files(ctx: ElectionContext, task: tuple[str, tuple[tuple[str, str], ..
 
 def read_journal(record: layout.Record) -> list[codec.JournalEntry]:
     """The journal's entries; InputError if a complete line is damaged (recovery cuts only a torn tail)."""
-    if not record.exists(layout.JOURNAL):
-        return []
-    raw = record.read(layout.JOURNAL)
-    lines = raw.split(b"\n")
-    complete = lines[:-1]      # the part after the last newline is empty or a torn tail
-    entries = []
-    for number, line in enumerate(complete, start=1):
-        where = f"{layout.JOURNAL} line {number}"
-        entry = codec.journal_entry_from_json(codec.load_json(line, where), where)
-        if entry.seq != number:
-            raise InputError(f"{record.root}: {where} has sequence number {entry.seq}")
-        entries.append(entry)
-    return entries
+    return journal_tail(record)[0]
 
 
 def journal_tail(record: layout.Record, offset: int = 0, seen: int = 0) -> tuple[list[codec.JournalEntry], int]:
@@ -424,9 +412,12 @@ def journal_tail(record: layout.Record, offset: int = 0, seen: int = 0) -> tuple
     path = record.path(layout.JOURNAL)
     if not path.exists():
         return [], offset
-    with open(path, "rb") as f:
-        f.seek(offset)
-        raw = f.read()
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            raw = f.read()
+    except OSError as e:
+        raise InputError(f"{record.root}: cannot read {layout.JOURNAL}: {e.strerror}") from None
     end = raw.rfind(b"\n") + 1                 # after the last newline: nothing yet, or a line being written
     entries = []
     for number, line in enumerate(raw[:end].split(b"\n")[:-1], start=seen + 1):

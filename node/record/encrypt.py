@@ -12,7 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
-from node.compute import executor, map_tasks, scheduler_address
+from node.compute import map_tasks
 from node.crypto.ballot import (
     BallotChain, EncryptedBallot, PlaintextBallot, confirmation_code, election_id, encrypt_ballot,
     identifier_hash, signature_content,
@@ -46,18 +46,7 @@ def encrypt_many(ctx: ElectionContext, plaintexts: Sequence[PlaintextBallot], de
                  scheduler: str | None = None) -> Iterator[EncryptedBallot | str]:
     """Encrypt on every core (or on the Dask cluster of `scheduler`), in input order; each result is a ballot
     (unchained) or the refusal's reason."""
-    items = [(b, device) for b in plaintexts]
-    if scheduler_address(scheduler) is None:
-        return map_tasks(ctx, _encrypt_one, items, workers, progress)
-    return _on_cluster(ctx, items, scheduler, progress)
-
-
-def _on_cluster(ctx, items, scheduler, progress) -> Iterator[EncryptedBallot | str]:
-    with executor(ctx, scheduler) as cluster:
-        for done, result in enumerate(cluster.imap(_encrypt_one, items), start=1):
-            yield result
-            if progress:
-                progress(done, len(items))
+    return map_tasks(ctx, _encrypt_one, [(b, device) for b in plaintexts], workers, progress, scheduler)
 
 
 def read_plaintexts(lines: Iterator[str]) -> tuple[list[PlaintextBallot], list[tuple[str, str]]]:

@@ -73,12 +73,17 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest().upper()
 
 
-def sha256_file(path: Path) -> str:
+def file_hasher(path: Path) -> "hashlib._Hash":
+    """SHA-256 over the file's bytes so far, read a MiB at a time (to go on with as the file grows)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
-    return h.hexdigest().upper()
+    return h
+
+
+def sha256_file(path: Path) -> str:
+    return file_hasher(path).hexdigest().upper()
 
 
 def fsync_dir(path: Path) -> None:

@@ -34,6 +34,7 @@ import trio
 from node.protocol.link import MAX_FILE_BYTES, MAX_WANTED, Blob, chunk_bytes
 from node.protocol.transfer import RESTART, STALE, Incoming, Misfit
 from node.protocol.waiting import LinkView
+from node.record import layout
 
 log = logging.getLogger("guardian.transfer")
 
@@ -44,14 +45,6 @@ STALL_SECONDS = 10.0         # no chunk from the source for this long: ask anoth
 RETRY_SECONDS = 1.0          # every peer lacks it (or is silent): ask them all again after this
 READ_BYTES = 2**20           # bytes read at once from a file or a location
 LOCATION_TIMEOUT = 30.0      # seconds a location may keep one read waiting
-
-
-def digest_file(path: Path) -> "hashlib._Hash":
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(READ_BYTES):
-            h.update(block)
-    return h
 
 
 @dataclass
@@ -149,7 +142,7 @@ class Transfers:
             hex_digest = digest.hex()
             done = self.dir / hex_digest
             if done.exists():        # completed before a restart: checked again before use
-                if (await trio.to_thread.run_sync(digest_file, done)).digest() == digest:
+                if (await trio.to_thread.run_sync(layout.file_hasher, done)).digest() == digest:
                     self.ready[digest] = done
                     self._done(digest)
                     continue
@@ -159,7 +152,7 @@ class Transfers:
             download = Download(Incoming(digest), part, prefer)
             self.downloads[digest] = download
             held = part.stat().st_size if part.exists() else 0
-            download.hasher = await trio.to_thread.run_sync(digest_file, part) if held else hashlib.sha256()
+            download.hasher = await trio.to_thread.run_sync(layout.file_hasher, part) if held else hashlib.sha256()
             if self.downloads.get(digest) is not download:
                 continue             # released meanwhile
             download.fd = os.open(part, os.O_RDWR | os.O_CREAT, 0o600)

@@ -36,7 +36,7 @@ from node.crypto.election import ElectionContext
 from node.crypto.elgamal import Ciphertext
 from node.crypto.errors import GuardianError, InputError
 from node.crypto.params import STANDARD
-from node.crypto.tally import EncryptedTally, combine_tallies
+from node.crypto.tally import EncryptedTally, combine_tallies, partial_tally
 from node.record import codec, layout
 from node.storage.ballot_cache import BallotCache
 from node.verifier.ballot_checks import Found, check_ballot
@@ -97,7 +97,6 @@ class Summary:
     confirmation_code: bytes
     contests: tuple[int, ...]
     found: dict[str, Found] | None           # None once the pass has counted it and it held no failure
-    cached: bool = False
 
     def to_bytes(self) -> bytes:
         return msgpack.packb([self.ballot_id, self.state, self.h_e, int(self.selection_identifier).to_bytes(32, "big"),
@@ -108,7 +107,7 @@ class Summary:
     def from_bytes(cls, data: bytes, rel: str, digest: bytes) -> "Summary":
         bid, state, h_e, sid, device, chaining, code, contests, found = msgpack.unpackb(data, raw=False)
         return cls(rel, digest, bid, state, h_e, int.from_bytes(sid, "big"), device, chaining, code, tuple(contests),
-                   {name: (items, list(failures), 0.0) for name, items, failures, _ in found}, cached=True)
+                   {name: (items, list(failures), 0.0) for name, items, failures, _ in found})
 
 
 @dataclass(frozen=True)
@@ -126,24 +125,6 @@ class BatchResult:
     members: list[bytes]                     # their files' SHA-256s, in the order multiplied
     seconds: float = 0.0
     version: str = ""                        # the verifier that ran the task
-
-
-def partial_tally(ctx: ElectionContext, ballots: Iterable[codec.BallotRecord]) -> EncryptedTally:
-    """The tally of some cast ballots: every option's product of their encryptions (eq 79)."""
-    p = ctx.group.p
-    totals: dict[tuple[int, int], list] = {}
-    count = 0
-    for rec in ballots:
-        count += 1
-        for ec in rec.ballot.contests:
-            for s in ec.selections:
-                key = (ec.contest_index, s.option_index)
-                t = totals.get(key)
-                if t is None:
-                    totals[key] = [s.ciphertext.alpha, s.ciphertext.beta]
-                else:
-                    t[0], t[1] = t[0] * s.ciphertext.alpha % p, t[1] * s.ciphertext.beta % p
-    return EncryptedTally({k: Ciphertext(a, b) for k, (a, b) in totals.items()}, count)
 
 
 def _summary(rec: codec.BallotRecord, rel: str, digest: bytes, found: dict[str, Found]) -> Summary:
@@ -172,7 +153,7 @@ def check_batch(ctx: ElectionContext, task: tuple[str, tuple[BallotFile, ...]]) 
         if f.multiply and rec.state == codec.CAST:
             cast.append(rec)
             members.append(digest)
-    tally = partial_tally(ctx, cast) if cast else None
+    tally = partial_tally(ctx.group, (rec.ballot for rec in cast)) if cast else None
     return BatchResult(summaries, errors, tally, members, time.perf_counter() - start, verifier_version())
 
 

@@ -1,7 +1,7 @@
 """The package's layers, read from its imports (ast): dependencies go one way, and no module cycles.
 
   node.crypto                          pure maths
-  node.protocol, node.compute, node.cluster,
+  node.protocol, node.compute, node.cluster, node.futures,
   node.config, node.identity           sans-I/O machines and the node's own definitions
   node.storage, node.record,
   node.custody                         the database, the record, the custody files
@@ -27,7 +27,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 LAYERS = [
     ("node.crypto",),
-    ("node.protocol", "node.compute", "node.cluster", "node.config", "node.identity"),
+    ("node.protocol", "node.compute", "node.cluster", "node.futures", "node.config", "node.identity"),
     ("node.storage", "node.record", "node.custody"),
     ("node.verifier",),
     ("node.services",),
