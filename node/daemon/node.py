@@ -51,6 +51,7 @@ from node.protocol.handshake import DIALER, LISTENER, Handshake, HandshakeError,
 from node.protocol.inbound import Equivocation, InboundFilter
 from node.protocol.quota import Limits, Quota
 from node.protocol.waiting import SILENT_HEARTBEATS, LinkView
+from node.record import layout
 from node.services.port import Outgoing, Port, Service
 from node.daemon import crash_points
 from node.storage.db import DiskFull, NodeDatabase, StoreError
@@ -1005,14 +1006,10 @@ def _read_at(path: Path, offset: int, size: int) -> bytes:
 
 
 def _has_digest(path: Path, digest: bytes) -> bool:
-    h = hashlib.sha256()
     try:
-        with open(path, "rb") as f:
-            while block := f.read(2**20):
-                h.update(block)
+        return layout.file_hasher(path).digest() == digest
     except OSError:
         return False
-    return h.digest() == digest
 
 
 async def _try_send(ws, frame: bytes) -> None:
