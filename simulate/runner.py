@@ -392,6 +392,10 @@ async def _decryption(scenario: Scenario, cluster: SimCluster, faults: Faults, r
                     await faults.fire(f"decryption:{step}")
             await trio.sleep(POLL)
     entry = _json_tail(results[0].stdout)
+    if entry.get("stalled"):
+        # The command may have seen the stall before any poll did: the faults waiting for it happen now
+        # (a fault fires once).
+        await faults.fire("decryption:stalled")
     if entry.get("stalled") and any(f.when == "decryption:stalled" for f in scenario.faults):
         say(f"decryption waits for guardians ({', '.join(entry.get('absent', []))}); they return")
         follow = await guardian("decrypt", "--session", entry["session"][:16], "--config", coordinator.config, "--json",
